@@ -1,0 +1,811 @@
+//! The interpreter.
+//!
+//! It runs the lowered form that [`Program`] built at load, so a step is one
+//! indexed load of a 16-byte slot and one jump through the dispatch table.
+//!
+//! # Checked memory
+//!
+//! Every run sees a small table of [`Regions`]. Region *i* lives at virtual
+//! addresses `i << 32 ..`; a pointer the program holds is such a virtual
+//! address, never a host address. Each load, store, atomic and helper
+//! pointer argument is translated: the region comes from the top 32 bits,
+//! the offset is checked so that the *whole* access (first and last byte)
+//! lies inside the region, stores also need a writable region. Anything
+//! else ends the run with [`Fault::MemoryAccess`] naming the instruction, so
+//! a program can never touch host memory outside what it was given.
+//!
+//! Region 0 holds the packet (or the plain memory of a conformance test) at
+//! [`PACKET_VBASE`], below 4 GiB, so the 32-bit `data`/`data_end` fields of
+//! Linux's `struct xdp_md` carry real, usable pointers; region 1 is the
+//! context, region 2 the stack.
+//!
+//! # Budget
+//!
+//! Each run may execute at most [`Vm::budget`] instructions. The count is
+//! exact but costs nothing per straight-line instruction: it is charged when
+//! control leaves a straight-line run (a taken jump, a call, a return), with
+//! the length of that run.
+//!
+//! # Calls
+//!
+//! Up to [`MAX_FRAMES`] frames of [`FRAME_SIZE`] bytes of stack each. A local
+//! call saves r6-r9 and r10 and moves r10 down one frame; `exit` in a callee
+//! restores them, as Linux's interpreter does.
+
+use crate::helpers::{helper_fault, CallCtx, HelperError};
+use crate::program::{atomic, Op, Program};
+
+/// Bytes of stack per call frame.
+pub const FRAME_SIZE: usize = 512;
+/// Call frames (the program's own plus seven nested local calls).
+pub const MAX_FRAMES: usize = 8;
+/// Total stack bytes of a [`Vm`].
+pub const STACK_SIZE: usize = FRAME_SIZE * MAX_FRAMES;
+/// Default instruction budget of a run.
+pub const DEFAULT_BUDGET: u64 = 1 << 24;
+
+/// Number of region slots (the top 32 bits of a virtual address index them).
+pub const MAX_REGIONS: usize = 16;
+/// Region index of the packet or plain memory.
+pub const REGION_PACKET: usize = 0;
+/// Region index of the context.
+pub const REGION_CTX: usize = 1;
+/// Region index of the stack.
+pub const REGION_STACK: usize = 2;
+/// Virtual address of the first byte of the packet buffer.
+pub const PACKET_VBASE: u64 = 0x1000_0000;
+/// Virtual address of the context.
+pub const CTX_VBASE: u64 = (REGION_CTX as u64) << 32;
+/// Virtual address of the lowest stack byte.
+pub const STACK_VBASE: u64 = (REGION_STACK as u64) << 32;
+
+/// Why a run ended without reaching `exit`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum Fault {
+    /// A load, store or atomic outside the program's memory.
+    #[error("insn {pc}: invalid memory access: {} of {size} bytes at {addr:#x}", if *write { "write" } else { "read" })]
+    MemoryAccess {
+        /// Instruction.
+        pc: usize,
+        /// Virtual address.
+        addr: u64,
+        /// Access size in bytes.
+        size: u8,
+        /// Store or atomic.
+        write: bool,
+    },
+    /// An atomic operation on an address not aligned to its size.
+    #[error("insn {pc}: misaligned atomic access at {addr:#x}")]
+    Misaligned {
+        /// Instruction.
+        pc: usize,
+        /// Virtual address.
+        addr: u64,
+    },
+    /// The instruction budget ran out.
+    #[error("insn {pc}: instruction budget of {limit} exhausted")]
+    Budget {
+        /// Instruction where it ran out.
+        pc: usize,
+        /// The budget.
+        limit: u64,
+    },
+    /// A local call beyond [`MAX_FRAMES`] frames.
+    #[error("insn {pc}: call stack deeper than {MAX_FRAMES} frames")]
+    CallDepth {
+        /// Calling instruction.
+        pc: usize,
+    },
+    /// `callx` through a register that holds no helper number.
+    #[error("insn {pc}: callx to {target:#x}, which is not a helper")]
+    BadCallx {
+        /// Calling instruction.
+        pc: usize,
+        /// Register value.
+        target: u64,
+    },
+    /// A helper refused its arguments.
+    #[error("insn {pc}: helper {helper}: {err}")]
+    Helper {
+        /// Calling instruction.
+        pc: usize,
+        /// Helper number.
+        helper: u32,
+        /// What went wrong.
+        err: HelperError,
+    },
+}
+
+/// The regions of one run; see the module docs.
+pub struct Regions {
+    table: [mem::Region; MAX_REGIONS],
+}
+
+impl Regions {
+    fn new() -> Regions {
+        Regions {
+            table: [mem::Region::EMPTY; MAX_REGIONS],
+        }
+    }
+
+    /// Borrows `len` bytes at virtual address `addr` if they lie in one region.
+    pub(crate) fn slice(&self, addr: u64, len: u64) -> Option<&[u8]> {
+        self.table.get((addr >> 32) as usize)?.slice(addr, len)
+    }
+
+    /// Borrows `len` writable bytes at `addr` if they lie in one writable region.
+    pub(crate) fn slice_mut(&mut self, addr: u64, len: u64) -> Option<&mut [u8]> {
+        self.table
+            .get_mut((addr >> 32) as usize)?
+            .slice_mut(addr, len)
+    }
+
+    #[inline(always)]
+    fn region(&self, addr: u64) -> &mem::Region {
+        // Out-of-table indices map to the empty region 15 never used for data.
+        let i = (addr >> 32) as usize;
+        if i < MAX_REGIONS {
+            &self.table[i]
+        } else {
+            &mem::Region::EMPTY
+        }
+    }
+}
+
+/// The program-to-host memory boundary: the only place where a program's
+/// virtual address becomes a host pointer.
+#[allow(unsafe_code)]
+mod mem {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    use crate::program::atomic;
+
+    /// One region: `len` bytes at host `host`, seen by the program at `vbase`.
+    ///
+    /// Invariant: while a run uses it, `host..host+len` is valid for reads
+    /// (and for writes when `writable`) and no Rust reference to those bytes
+    /// is used by anything else.
+    #[derive(Clone, Copy)]
+    pub(super) struct Region {
+        vbase: u64,
+        len: u64,
+        host: *mut u8,
+        writable: bool,
+    }
+
+    impl Region {
+        pub(super) const EMPTY: Region = Region {
+            vbase: 0,
+            len: 0,
+            host: std::ptr::null_mut(),
+            writable: false,
+        };
+
+        /// A region over `bytes`, at virtual address `vbase`.
+        pub(super) fn new(vbase: u64, bytes: &mut [u8], writable: bool) -> Region {
+            Region {
+                vbase,
+                len: bytes.len() as u64,
+                host: bytes.as_mut_ptr(),
+                writable,
+            }
+        }
+
+        /// Host pointer of `size` bytes at `addr`, if they all lie inside.
+        #[inline(always)]
+        fn at(&self, addr: u64, size: u64) -> Option<*mut u8> {
+            let off = addr.wrapping_sub(self.vbase);
+            // Both ends: the first byte at `off` and the last at
+            // `off + size - 1` must be below `len`; written so nothing wraps.
+            if off < self.len && size <= self.len - off {
+                Some(self.host.wrapping_add(off as usize))
+            } else {
+                None
+            }
+        }
+
+        #[inline(always)]
+        fn at_mut(&self, addr: u64, size: u64) -> Option<*mut u8> {
+            if self.writable {
+                self.at(addr, size)
+            } else {
+                None
+            }
+        }
+
+        pub(super) fn slice(&self, addr: u64, len: u64) -> Option<&[u8]> {
+            if len == 0 {
+                return Some(&[]);
+            }
+            let p = self.at(addr, len)?;
+            // SAFETY: `at` proved `p..p+len` lies inside the region, which the
+            // type's invariant keeps valid for reads during the run.
+            Some(unsafe { std::slice::from_raw_parts(p, len as usize) })
+        }
+
+        pub(super) fn slice_mut(&mut self, addr: u64, len: u64) -> Option<&mut [u8]> {
+            if len == 0 {
+                return Some(&mut []);
+            }
+            let p = self.at_mut(addr, len)?;
+            // SAFETY: as in `slice`, and the region is writable; `&mut self`
+            // keeps any other borrow through this table away while it lives.
+            Some(unsafe { std::slice::from_raw_parts_mut(p, len as usize) })
+        }
+
+        #[inline(always)]
+        pub(super) fn load<const N: usize>(&self, addr: u64) -> Option<u64> {
+            let p = self.at(addr, N as u64)?;
+            // SAFETY: `at` proved N bytes at `p` are inside the readable region;
+            // unaligned reads of plain integers are always allowed.
+            Some(unsafe {
+                match N {
+                    1 => u64::from(p.read()),
+                    2 => u64::from(p.cast::<u16>().read_unaligned()),
+                    4 => u64::from(p.cast::<u32>().read_unaligned()),
+                    _ => p.cast::<u64>().read_unaligned(),
+                }
+            })
+        }
+
+        #[inline(always)]
+        pub(super) fn store<const N: usize>(&self, addr: u64, v: u64) -> Option<()> {
+            let p = self.at_mut(addr, N as u64)?;
+            // SAFETY: `at_mut` proved N bytes at `p` are inside the writable
+            // region; unaligned writes of plain integers are allowed.
+            unsafe {
+                match N {
+                    1 => p.write(v as u8),
+                    2 => p.cast::<u16>().write_unaligned(v as u16),
+                    4 => p.cast::<u32>().write_unaligned(v as u32),
+                    _ => p.cast::<u64>().write_unaligned(v),
+                }
+            }
+            Some(())
+        }
+
+        /// An atomic read-modify-write; `Err(true)` when misaligned,
+        /// `Err(false)` when outside. Returns the old value.
+        #[inline]
+        pub(super) fn atomic(
+            &self,
+            addr: u64,
+            wide: bool,
+            kind: u64,
+            operand: u64,
+            expected: u64,
+        ) -> Result<u64, bool> {
+            let size = if wide { 8 } else { 4 };
+            let p = self.at_mut(addr, size).ok_or(false)?;
+            if (p as usize) % size as usize != 0 {
+                return Err(true);
+            }
+            let o = Ordering::SeqCst;
+            let kind = kind & !atomic::FETCH | (kind & atomic::FETCH);
+            if wide {
+                // SAFETY: `p` is inside the writable region, 8-byte aligned,
+                // and all concurrent access to program memory is atomic or
+                // through the same raw-pointer discipline.
+                let a = unsafe { AtomicU64::from_ptr(p.cast::<u64>()) };
+                Ok(match kind & !atomic::FETCH {
+                    atomic::ADD => a.fetch_add(operand, o),
+                    atomic::OR => a.fetch_or(operand, o),
+                    atomic::AND => a.fetch_and(operand, o),
+                    atomic::XOR => a.fetch_xor(operand, o),
+                    k if k == atomic::XCHG & !atomic::FETCH => a.swap(operand, o),
+                    _ => match a.compare_exchange(expected, operand, o, o) {
+                        Ok(v) | Err(v) => v,
+                    },
+                })
+            } else {
+                // SAFETY: as above, 4-byte aligned.
+                let a = unsafe { AtomicU32::from_ptr(p.cast::<u32>()) };
+                let (x, e) = (operand as u32, expected as u32);
+                Ok(u64::from(match kind & !atomic::FETCH {
+                    atomic::ADD => a.fetch_add(x, o),
+                    atomic::OR => a.fetch_or(x, o),
+                    atomic::AND => a.fetch_and(x, o),
+                    atomic::XOR => a.fetch_xor(x, o),
+                    k if k == atomic::XCHG & !atomic::FETCH => a.swap(x, o),
+                    _ => match a.compare_exchange(e, x, o, o) {
+                        Ok(v) | Err(v) => v,
+                    },
+                }))
+            }
+        }
+    }
+}
+
+/// Linux's `struct xdp_md` field offsets, as programs see them.
+pub mod xdp_md {
+    /// `__u32 data`
+    pub const DATA: usize = 0;
+    /// `__u32 data_end`
+    pub const DATA_END: usize = 4;
+    /// `__u32 data_meta`
+    pub const DATA_META: usize = 8;
+    /// `__u32 ingress_ifindex`
+    pub const INGRESS_IFINDEX: usize = 12;
+    /// `__u32 rx_queue_index`
+    pub const RX_QUEUE_INDEX: usize = 16;
+    /// `__u32 egress_ifindex`
+    pub const EGRESS_IFINDEX: usize = 20;
+    /// Size of the structure.
+    pub const SIZE: usize = 24;
+}
+
+/// A packet as an XDP program sees it: a buffer with headroom, and the
+/// offsets of the metadata, the data and its end within that buffer.
+#[derive(Debug)]
+pub struct XdpFrame<'a> {
+    /// The whole buffer, headroom included.
+    pub buf: &'a mut [u8],
+    /// Offset of the metadata (equal to `data` when there is none).
+    pub meta: usize,
+    /// Offset of the first packet byte.
+    pub data: usize,
+    /// Offset one past the last packet byte.
+    pub end: usize,
+    /// Interface the packet arrived on.
+    pub ingress_ifindex: u32,
+    /// Queue the packet arrived on.
+    pub rx_queue_index: u32,
+}
+
+/// An execution context: the stack and the run settings. One per worker;
+/// runs reuse it and allocate nothing.
+pub struct Vm {
+    stack: Box<[u8; STACK_SIZE]>,
+    budget: u64,
+}
+
+impl Default for Vm {
+    fn default() -> Self {
+        Vm::new()
+    }
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm").field("budget", &self.budget).finish()
+    }
+}
+
+struct Frame {
+    ret: usize,
+    saved: [u64; 5],
+}
+
+impl Vm {
+    /// A fresh context with a zeroed stack and the default budget.
+    pub fn new() -> Vm {
+        Vm {
+            stack: Box::new([0; STACK_SIZE]),
+            budget: DEFAULT_BUDGET,
+        }
+    }
+
+    /// The instruction budget of each run.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Sets the instruction budget of each run.
+    pub fn set_budget(&mut self, budget: u64) {
+        self.budget = budget;
+    }
+
+    /// Runs a plain-memory program: r1 points to `mem`, r2 holds its length
+    /// (the bpf_conformance convention). Returns r0.
+    ///
+    /// # Errors
+    /// The [`Fault`] that ended the run.
+    pub fn run_mem(&mut self, prog: &Program, mem: &mut [u8]) -> Result<u64, Fault> {
+        let mut regions = Regions::new();
+        let len = mem.len() as u64;
+        regions.table[REGION_PACKET] = mem::Region::new(PACKET_VBASE, mem, true);
+        self.exec(prog, &mut regions, PACKET_VBASE, len)
+    }
+
+    /// Runs an XDP program on one frame: r1 points to a `struct xdp_md`
+    /// whose `data`, `data_end` and `data_meta` address the frame. Returns r0
+    /// (the verdict).
+    ///
+    /// # Errors
+    /// The [`Fault`] that ended the run.
+    ///
+    /// # Panics
+    /// If the frame's offsets are not ordered `meta <= data <= end <= buf.len()`
+    /// or the buffer is 4 GiB or larger (callers build frames; programs do not).
+    pub fn run_xdp(&mut self, prog: &Program, frame: &mut XdpFrame<'_>) -> Result<u64, Fault> {
+        assert!(
+            frame.meta <= frame.data && frame.data <= frame.end && frame.end <= frame.buf.len(),
+            "malformed XdpFrame offsets"
+        );
+        assert!(
+            (frame.buf.len() as u64) < (1 << 32) - PACKET_VBASE,
+            "XdpFrame buffer too large"
+        );
+        let v = |off: usize| (PACKET_VBASE + off as u64) as u32;
+        let mut ctx = [0u8; xdp_md::SIZE];
+        for (at, val) in [
+            (xdp_md::DATA, v(frame.data)),
+            (xdp_md::DATA_END, v(frame.end)),
+            (xdp_md::DATA_META, v(frame.meta)),
+            (xdp_md::INGRESS_IFINDEX, frame.ingress_ifindex),
+            (xdp_md::RX_QUEUE_INDEX, frame.rx_queue_index),
+            (xdp_md::EGRESS_IFINDEX, 0),
+        ] {
+            ctx[at..at + 4].copy_from_slice(&val.to_le_bytes());
+        }
+        let mut regions = Regions::new();
+        let visible = &mut frame.buf[frame.meta..frame.end];
+        regions.table[REGION_PACKET] =
+            mem::Region::new(PACKET_VBASE + frame.meta as u64, visible, true);
+        regions.table[REGION_CTX] = mem::Region::new(CTX_VBASE, &mut ctx, false);
+        self.exec(prog, &mut regions, CTX_VBASE, 0)
+    }
+
+    fn exec(
+        &mut self,
+        prog: &Program,
+        regions: &mut Regions,
+        r1: u64,
+        r2: u64,
+    ) -> Result<u64, Fault> {
+        regions.table[REGION_STACK] = mem::Region::new(STACK_VBASE, &mut self.stack[..], true);
+        let mut reg = [0u64; 16];
+        reg[1] = r1;
+        reg[2] = r2;
+        reg[10] = STACK_VBASE + STACK_SIZE as u64;
+        let result = run(prog, regions, &mut reg, self.budget);
+        // No pointer into the caller's buffers outlives the run.
+        *regions = Regions::new();
+        result
+    }
+}
+
+#[inline(always)]
+fn bswap(v: u64, bits: u32) -> u64 {
+    match bits {
+        16 => u64::from((v as u16).swap_bytes()),
+        32 => u64::from((v as u32).swap_bytes()),
+        _ => v.swap_bytes(),
+    }
+}
+
+/// The dispatch loop.
+#[inline(never)]
+fn run(
+    prog: &Program,
+    regions: &mut Regions,
+    reg: &mut [u64; 16],
+    limit: u64,
+) -> Result<u64, Fault> {
+    let slots = &prog.slots[..];
+    let mut frames: [Frame; MAX_FRAMES] = std::array::from_fn(|_| Frame {
+        ret: 0,
+        saved: [0; 5],
+    });
+    let mut depth = 0usize;
+    let mut pc = 0usize;
+    // Start of the current straight-line run, and instructions charged so far.
+    let mut seg = 0usize;
+    let mut used = 0u64;
+
+    macro_rules! charge {
+        ($to:expr) => {{
+            used += (pc - seg + 1) as u64;
+            if used > limit {
+                return Err(Fault::Budget { pc, limit });
+            }
+            seg = $to;
+        }};
+    }
+    macro_rules! jump {
+        ($cond:expr, $s:expr) => {{
+            if $cond {
+                let t = $s.off as usize;
+                charge!(t);
+                pc = t;
+                continue;
+            }
+        }};
+    }
+    macro_rules! load {
+        ($n:literal, $s:expr) => {{
+            let a = reg[($s.src & 15) as usize].wrapping_add($s.off as i64 as u64);
+            match regions.region(a).load::<$n>(a) {
+                Some(v) => v,
+                None => {
+                    return Err(Fault::MemoryAccess {
+                        pc,
+                        addr: a,
+                        size: $n,
+                        write: false,
+                    })
+                }
+            }
+        }};
+    }
+    macro_rules! store {
+        ($n:literal, $s:expr, $v:expr) => {{
+            let a = reg[($s.dst & 15) as usize].wrapping_add($s.off as i64 as u64);
+            let v = $v;
+            if regions.region(a).store::<$n>(a, v).is_none() {
+                return Err(Fault::MemoryAccess {
+                    pc,
+                    addr: a,
+                    size: $n,
+                    write: true,
+                });
+            }
+        }};
+    }
+
+    loop {
+        let s = slots[pc];
+        let d = (s.dst & 15) as usize;
+        let r = (s.src & 15) as usize;
+        let imm = s.imm;
+        match s.op {
+            Op::Add64I => reg[d] = reg[d].wrapping_add(imm),
+            Op::Sub64I => reg[d] = reg[d].wrapping_sub(imm),
+            Op::Mul64I => reg[d] = reg[d].wrapping_mul(imm),
+            Op::Div64I => reg[d] = reg[d].checked_div(imm).unwrap_or(0),
+            Op::Sdiv64I => reg[d] = sdiv64(reg[d], imm),
+            Op::Or64I => reg[d] |= imm,
+            Op::And64I => reg[d] &= imm,
+            Op::Lsh64I => reg[d] <<= imm & 63,
+            Op::Rsh64I => reg[d] >>= imm & 63,
+            Op::Mod64I => reg[d] = reg[d].checked_rem(imm).unwrap_or(reg[d]),
+            Op::Smod64I => reg[d] = smod64(reg[d], imm),
+            Op::Xor64I => reg[d] ^= imm,
+            Op::Mov64I => reg[d] = imm,
+            Op::Arsh64I => reg[d] = ((reg[d] as i64) >> (imm & 63)) as u64,
+
+            Op::Add64R => reg[d] = reg[d].wrapping_add(reg[r]),
+            Op::Sub64R => reg[d] = reg[d].wrapping_sub(reg[r]),
+            Op::Mul64R => reg[d] = reg[d].wrapping_mul(reg[r]),
+            Op::Div64R => reg[d] = reg[d].checked_div(reg[r]).unwrap_or(0),
+            Op::Sdiv64R => reg[d] = sdiv64(reg[d], reg[r]),
+            Op::Or64R => reg[d] |= reg[r],
+            Op::And64R => reg[d] &= reg[r],
+            Op::Lsh64R => reg[d] <<= reg[r] & 63,
+            Op::Rsh64R => reg[d] >>= reg[r] & 63,
+            Op::Mod64R => reg[d] = reg[d].checked_rem(reg[r]).unwrap_or(reg[d]),
+            Op::Smod64R => reg[d] = smod64(reg[d], reg[r]),
+            Op::Xor64R => reg[d] ^= reg[r],
+            Op::Mov64R => reg[d] = reg[r],
+            Op::Arsh64R => reg[d] = ((reg[d] as i64) >> (reg[r] & 63)) as u64,
+
+            Op::Add32I => reg[d] = u64::from((reg[d] as u32).wrapping_add(imm as u32)),
+            Op::Sub32I => reg[d] = u64::from((reg[d] as u32).wrapping_sub(imm as u32)),
+            Op::Mul32I => reg[d] = u64::from((reg[d] as u32).wrapping_mul(imm as u32)),
+            Op::Div32I => reg[d] = u64::from((reg[d] as u32).checked_div(imm as u32).unwrap_or(0)),
+            Op::Sdiv32I => reg[d] = sdiv32(reg[d], imm),
+            Op::Or32I => reg[d] = u64::from(reg[d] as u32 | imm as u32),
+            Op::And32I => reg[d] = u64::from(reg[d] as u32 & imm as u32),
+            Op::Lsh32I => reg[d] = u64::from((reg[d] as u32) << (imm & 31)),
+            Op::Rsh32I => reg[d] = u64::from((reg[d] as u32) >> (imm & 31)),
+            Op::Mod32I => reg[d] = mod32(reg[d], imm),
+            Op::Smod32I => reg[d] = smod32(reg[d], imm),
+            Op::Xor32I => reg[d] = u64::from(reg[d] as u32 ^ imm as u32),
+            Op::Mov32I => reg[d] = u64::from(imm as u32),
+            Op::Arsh32I => reg[d] = u64::from(((reg[d] as i32) >> (imm & 31)) as u32),
+
+            Op::Add32R => reg[d] = u64::from((reg[d] as u32).wrapping_add(reg[r] as u32)),
+            Op::Sub32R => reg[d] = u64::from((reg[d] as u32).wrapping_sub(reg[r] as u32)),
+            Op::Mul32R => reg[d] = u64::from((reg[d] as u32).wrapping_mul(reg[r] as u32)),
+            Op::Div32R => {
+                reg[d] = u64::from((reg[d] as u32).checked_div(reg[r] as u32).unwrap_or(0))
+            }
+            Op::Sdiv32R => reg[d] = sdiv32(reg[d], reg[r]),
+            Op::Or32R => reg[d] = u64::from(reg[d] as u32 | reg[r] as u32),
+            Op::And32R => reg[d] = u64::from(reg[d] as u32 & reg[r] as u32),
+            Op::Lsh32R => reg[d] = u64::from((reg[d] as u32) << (reg[r] & 31)),
+            Op::Rsh32R => reg[d] = u64::from((reg[d] as u32) >> (reg[r] & 31)),
+            Op::Mod32R => reg[d] = mod32(reg[d], reg[r]),
+            Op::Smod32R => reg[d] = smod32(reg[d], reg[r]),
+            Op::Xor32R => reg[d] = u64::from(reg[d] as u32 ^ reg[r] as u32),
+            Op::Mov32R => reg[d] = u64::from(reg[r] as u32),
+            Op::Arsh32R => reg[d] = u64::from(((reg[d] as i32) >> (reg[r] & 31)) as u32),
+
+            Op::Movsx8To64 => reg[d] = reg[r] as i8 as i64 as u64,
+            Op::Movsx16To64 => reg[d] = reg[r] as i16 as i64 as u64,
+            Op::Movsx32To64 => reg[d] = reg[r] as i32 as i64 as u64,
+            Op::Movsx8To32 => reg[d] = u64::from(reg[r] as i8 as i32 as u32),
+            Op::Movsx16To32 => reg[d] = u64::from(reg[r] as i16 as i32 as u32),
+            Op::Neg64 => reg[d] = reg[d].wrapping_neg(),
+            Op::Neg32 => reg[d] = u64::from((reg[d] as u32).wrapping_neg()),
+            Op::Zext16 => reg[d] &= 0xffff,
+            Op::Zext32 => reg[d] &= 0xffff_ffff,
+            Op::Bswap16 => reg[d] = bswap(reg[d], 16),
+            Op::Bswap32 => reg[d] = bswap(reg[d], 32),
+            Op::Bswap64 => reg[d] = bswap(reg[d], 64),
+
+            Op::Ldxb => reg[d] = load!(1, s),
+            Op::Ldxh => reg[d] = load!(2, s),
+            Op::Ldxw => reg[d] = load!(4, s),
+            Op::Ldxdw => reg[d] = load!(8, s),
+            Op::Ldxsb => reg[d] = load!(1, s) as i8 as i64 as u64,
+            Op::Ldxsh => reg[d] = load!(2, s) as i16 as i64 as u64,
+            Op::Ldxsw => reg[d] = load!(4, s) as i32 as i64 as u64,
+            Op::Stb => store!(1, s, imm),
+            Op::Sth => store!(2, s, imm),
+            Op::Stw => store!(4, s, imm),
+            Op::Stdw => store!(8, s, imm),
+            Op::Stxb => store!(1, s, reg[r]),
+            Op::Stxh => store!(2, s, reg[r]),
+            Op::Stxw => store!(4, s, reg[r]),
+            Op::Stxdw => store!(8, s, reg[r]),
+            Op::Atomic32 | Op::Atomic64 => {
+                let wide = s.op == Op::Atomic64;
+                let a = reg[d].wrapping_add(s.off as i64 as u64);
+                let old = match regions.region(a).atomic(a, wide, imm, reg[r], reg[0]) {
+                    Ok(v) => v,
+                    Err(true) => return Err(Fault::Misaligned { pc, addr: a }),
+                    Err(false) => {
+                        let size = if wide { 8 } else { 4 };
+                        return Err(Fault::MemoryAccess {
+                            pc,
+                            addr: a,
+                            size,
+                            write: true,
+                        });
+                    }
+                };
+                if imm == atomic::CMPXCHG {
+                    reg[0] = old;
+                } else if imm & atomic::FETCH != 0 {
+                    reg[r] = old;
+                }
+            }
+            Op::LdImm64 => {
+                reg[d] = imm;
+                pc += 2;
+                continue;
+            }
+
+            Op::Ja => jump!(true, s),
+            Op::Jeq64I => jump!(reg[d] == imm, s),
+            Op::Jgt64I => jump!(reg[d] > imm, s),
+            Op::Jge64I => jump!(reg[d] >= imm, s),
+            Op::Jset64I => jump!(reg[d] & imm != 0, s),
+            Op::Jne64I => jump!(reg[d] != imm, s),
+            Op::Jsgt64I => jump!((reg[d] as i64) > imm as i64, s),
+            Op::Jsge64I => jump!((reg[d] as i64) >= imm as i64, s),
+            Op::Jlt64I => jump!(reg[d] < imm, s),
+            Op::Jle64I => jump!(reg[d] <= imm, s),
+            Op::Jslt64I => jump!((reg[d] as i64) < imm as i64, s),
+            Op::Jsle64I => jump!((reg[d] as i64) <= imm as i64, s),
+            Op::Jeq64R => jump!(reg[d] == reg[r], s),
+            Op::Jgt64R => jump!(reg[d] > reg[r], s),
+            Op::Jge64R => jump!(reg[d] >= reg[r], s),
+            Op::Jset64R => jump!(reg[d] & reg[r] != 0, s),
+            Op::Jne64R => jump!(reg[d] != reg[r], s),
+            Op::Jsgt64R => jump!((reg[d] as i64) > reg[r] as i64, s),
+            Op::Jsge64R => jump!((reg[d] as i64) >= reg[r] as i64, s),
+            Op::Jlt64R => jump!(reg[d] < reg[r], s),
+            Op::Jle64R => jump!(reg[d] <= reg[r], s),
+            Op::Jslt64R => jump!((reg[d] as i64) < reg[r] as i64, s),
+            Op::Jsle64R => jump!((reg[d] as i64) <= reg[r] as i64, s),
+            Op::Jeq32I => jump!(reg[d] as u32 == imm as u32, s),
+            Op::Jgt32I => jump!(reg[d] as u32 > imm as u32, s),
+            Op::Jge32I => jump!(reg[d] as u32 >= imm as u32, s),
+            Op::Jset32I => jump!(reg[d] as u32 & imm as u32 != 0, s),
+            Op::Jne32I => jump!(reg[d] as u32 != imm as u32, s),
+            Op::Jsgt32I => jump!((reg[d] as i32) > imm as i32, s),
+            Op::Jsge32I => jump!((reg[d] as i32) >= imm as i32, s),
+            Op::Jlt32I => jump!((reg[d] as u32) < imm as u32, s),
+            Op::Jle32I => jump!(reg[d] as u32 <= imm as u32, s),
+            Op::Jslt32I => jump!((reg[d] as i32) < imm as i32, s),
+            Op::Jsle32I => jump!((reg[d] as i32) <= imm as i32, s),
+            Op::Jeq32R => jump!(reg[d] as u32 == reg[r] as u32, s),
+            Op::Jgt32R => jump!(reg[d] as u32 > reg[r] as u32, s),
+            Op::Jge32R => jump!(reg[d] as u32 >= reg[r] as u32, s),
+            Op::Jset32R => jump!(reg[d] as u32 & reg[r] as u32 != 0, s),
+            Op::Jne32R => jump!(reg[d] as u32 != reg[r] as u32, s),
+            Op::Jsgt32R => jump!((reg[d] as i32) > reg[r] as i32, s),
+            Op::Jsge32R => jump!((reg[d] as i32) >= reg[r] as i32, s),
+            Op::Jlt32R => jump!((reg[d] as u32) < reg[r] as u32, s),
+            Op::Jle32R => jump!(reg[d] as u32 <= reg[r] as u32, s),
+            Op::Jslt32R => jump!((reg[d] as i32) < reg[r] as i32, s),
+            Op::Jsle32R => jump!((reg[d] as i32) <= reg[r] as i32, s),
+
+            Op::Call => {
+                let (id, f) = prog.helpers[imm as usize];
+                let args = [reg[1], reg[2], reg[3], reg[4], reg[5]];
+                let mut cx = CallCtx {
+                    regions: &mut *regions,
+                };
+                reg[0] = f(&mut cx, args).map_err(|e| helper_fault(pc, id, e))?;
+            }
+            Op::Callx => {
+                let target = reg[d];
+                let f = prog
+                    .callx
+                    .as_deref()
+                    .and_then(|t| t.get(usize::try_from(target).ok()?).copied().flatten())
+                    .ok_or(Fault::BadCallx { pc, target })?;
+                let args = [reg[1], reg[2], reg[3], reg[4], reg[5]];
+                let mut cx = CallCtx {
+                    regions: &mut *regions,
+                };
+                reg[0] = f(&mut cx, args).map_err(|e| helper_fault(pc, target as u32, e))?;
+            }
+            Op::CallLocal => {
+                if depth + 1 >= MAX_FRAMES {
+                    return Err(Fault::CallDepth { pc });
+                }
+                let t = s.off as usize;
+                charge!(t);
+                frames[depth] = Frame {
+                    ret: pc + 1,
+                    saved: [reg[6], reg[7], reg[8], reg[9], reg[10]],
+                };
+                depth += 1;
+                reg[10] -= FRAME_SIZE as u64;
+                pc = t;
+                continue;
+            }
+            Op::Exit => {
+                if depth == 0 {
+                    return Ok(reg[0]);
+                }
+                depth -= 1;
+                let f = &frames[depth];
+                charge!(f.ret);
+                [reg[6], reg[7], reg[8], reg[9], reg[10]] = f.saved;
+                pc = f.ret;
+                continue;
+            }
+            Op::Filler => unreachable!("the second slot of ld_imm64 is never a jump target"),
+        }
+        pc += 1;
+    }
+}
+
+#[inline(always)]
+fn sdiv64(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        0
+    } else {
+        (a as i64).wrapping_div(b as i64) as u64
+    }
+}
+
+#[inline(always)]
+fn smod64(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        (a as i64).wrapping_rem(b as i64) as u64
+    }
+}
+
+#[inline(always)]
+fn sdiv32(a: u64, b: u64) -> u64 {
+    let (a, b) = (a as i32, b as i32);
+    if b == 0 {
+        0
+    } else {
+        u64::from(a.wrapping_div(b) as u32)
+    }
+}
+
+#[inline(always)]
+fn mod32(a: u64, b: u64) -> u64 {
+    let (a, b) = (a as u32, b as u32);
+    u64::from(a.checked_rem(b).unwrap_or(a))
+}
+
+#[inline(always)]
+fn smod32(a: u64, b: u64) -> u64 {
+    let (a, b) = (a as i32, b as i32);
+    if b == 0 {
+        u64::from(a as u32)
+    } else {
+        u64::from(a.wrapping_rem(b) as u32)
+    }
+}

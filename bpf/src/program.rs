@@ -1,0 +1,681 @@
+//! A loaded program: decoded once, checked for structure, lowered into the
+//! interpreter's internal form.
+//!
+//! Loading does all the work that does not depend on a run: every slot is
+//! decoded and validated ([`crate::isa::decode`]), jump and call targets are
+//! resolved to absolute slot indices and checked to land on an instruction
+//! (never past the end, never in the second half of an `LD_IMM64`), the last
+//! instruction must not fall through, helpers are looked up in the registry
+//! once, and every instruction becomes a 16-byte [`Slot`] whose operation
+//! already encodes width, operand kind and sign extension. The interpreter
+//! then never decodes or validates anything while it runs.
+
+use crate::helpers::{HelperFn, Registry};
+use crate::isa::{
+    self, AluOp, AtomicOp, ByteOrder, CallTarget, DecodeError, Insn, Instruction, JmpOp, LdImm64,
+    Size, Source, Width,
+};
+
+/// Largest program accepted, in slots (Linux's `BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const MAX_INSNS: usize = 1_000_000;
+
+/// Why a program cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a valid instruction sequence.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// More than [`MAX_INSNS`] slots.
+    #[error("program has {len} instructions, the limit is {MAX_INSNS}")]
+    TooLarge {
+        /// Slots in the program.
+        len: usize,
+    },
+    /// A jump or call lands outside the program.
+    #[error("insn {pc}: jump out of range to {target}")]
+    JumpOutOfRange {
+        /// Jumping instruction.
+        pc: usize,
+        /// Target slot (may be negative).
+        target: i64,
+    },
+    /// A jump or call lands on the second slot of an `LD_IMM64`.
+    #[error("insn {pc}: jump into the middle of ldimm64 at {target}")]
+    JumpIntoLdImm64 {
+        /// Jumping instruction.
+        pc: usize,
+        /// Target slot.
+        target: usize,
+    },
+    /// The last instruction would fall through past the end.
+    #[error("insn {pc}: last instruction is not an exit or an unconditional jump")]
+    FallsOffEnd {
+        /// The last instruction.
+        pc: usize,
+    },
+    /// A call to a helper the program type does not offer.
+    #[error("insn {pc}: unknown helper {id}")]
+    UnknownHelper {
+        /// Calling instruction.
+        pc: usize,
+        /// Helper number.
+        id: i32,
+    },
+    /// A valid instruction Sluice does not support in this context.
+    #[error("insn {pc}: {feature} is not supported")]
+    Unsupported {
+        /// The instruction.
+        pc: usize,
+        /// What it needs.
+        feature: &'static str,
+    },
+}
+
+/// Internal operations: one per (operation, width, operand kind), so the
+/// interpreter's dispatch needs no second decision.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum Op {
+    Add64I,
+    Sub64I,
+    Mul64I,
+    Div64I,
+    Sdiv64I,
+    Or64I,
+    And64I,
+    Lsh64I,
+    Rsh64I,
+    Mod64I,
+    Smod64I,
+    Xor64I,
+    Mov64I,
+    Arsh64I,
+    Add64R,
+    Sub64R,
+    Mul64R,
+    Div64R,
+    Sdiv64R,
+    Or64R,
+    And64R,
+    Lsh64R,
+    Rsh64R,
+    Mod64R,
+    Smod64R,
+    Xor64R,
+    Mov64R,
+    Arsh64R,
+    Add32I,
+    Sub32I,
+    Mul32I,
+    Div32I,
+    Sdiv32I,
+    Or32I,
+    And32I,
+    Lsh32I,
+    Rsh32I,
+    Mod32I,
+    Smod32I,
+    Xor32I,
+    Mov32I,
+    Arsh32I,
+    Add32R,
+    Sub32R,
+    Mul32R,
+    Div32R,
+    Sdiv32R,
+    Or32R,
+    And32R,
+    Lsh32R,
+    Rsh32R,
+    Mod32R,
+    Smod32R,
+    Xor32R,
+    Mov32R,
+    Arsh32R,
+    Movsx8To64,
+    Movsx16To64,
+    Movsx32To64,
+    Movsx8To32,
+    Movsx16To32,
+    Neg64,
+    Neg32,
+    Zext16,
+    Zext32,
+    Bswap16,
+    Bswap32,
+    Bswap64,
+    Ldxb,
+    Ldxh,
+    Ldxw,
+    Ldxdw,
+    Ldxsb,
+    Ldxsh,
+    Ldxsw,
+    Stb,
+    Sth,
+    Stw,
+    Stdw,
+    Stxb,
+    Stxh,
+    Stxw,
+    Stxdw,
+    /// imm = atomic kind (`isa::AtomicOp` code | fetch)
+    Atomic32,
+    Atomic64,
+    LdImm64,
+    Ja,
+    Jeq64I,
+    Jgt64I,
+    Jge64I,
+    Jset64I,
+    Jne64I,
+    Jsgt64I,
+    Jsge64I,
+    Jlt64I,
+    Jle64I,
+    Jslt64I,
+    Jsle64I,
+    Jeq64R,
+    Jgt64R,
+    Jge64R,
+    Jset64R,
+    Jne64R,
+    Jsgt64R,
+    Jsge64R,
+    Jlt64R,
+    Jle64R,
+    Jslt64R,
+    Jsle64R,
+    Jeq32I,
+    Jgt32I,
+    Jge32I,
+    Jset32I,
+    Jne32I,
+    Jsgt32I,
+    Jsge32I,
+    Jlt32I,
+    Jle32I,
+    Jslt32I,
+    Jsle32I,
+    Jeq32R,
+    Jgt32R,
+    Jge32R,
+    Jset32R,
+    Jne32R,
+    Jsgt32R,
+    Jsge32R,
+    Jlt32R,
+    Jle32R,
+    Jslt32R,
+    Jsle32R,
+    /// imm = index into `Program::helpers`
+    Call,
+    /// off = target slot
+    CallLocal,
+    Callx,
+    Exit,
+    /// Second slot of an `LD_IMM64`; never executed.
+    Filler,
+}
+
+/// One lowered instruction.
+///
+/// `off` is the memory offset for loads and stores and the absolute target
+/// slot for jumps and local calls; `imm` is the immediate sign-extended to
+/// 64 bits (32-bit operations use its low half).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub op: Op,
+    pub dst: u8,
+    pub src: u8,
+    pub off: i32,
+    pub imm: u64,
+}
+
+/// A program ready to run.
+#[derive(Clone)]
+pub struct Program {
+    insns: Vec<Insn>,
+    pub(crate) slots: Box<[Slot]>,
+    pub(crate) helpers: Box<[(u32, HelperFn)]>,
+    /// Helper table by number, present only when the program uses `callx`.
+    pub(crate) callx: Option<Box<[Option<HelperFn>]>>,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("insns", &self.insns.len())
+            .finish()
+    }
+}
+
+impl Program {
+    /// Loads a program from raw bytecode (8 bytes a slot).
+    ///
+    /// # Errors
+    /// A [`LoadError`] naming the first offending instruction.
+    pub fn from_bytes(bytes: &[u8], helpers: &Registry) -> Result<Program, LoadError> {
+        Program::load(isa::slots(bytes)?, helpers)
+    }
+
+    /// Loads a program from raw slots.
+    ///
+    /// # Errors
+    /// A [`LoadError`] naming the first offending instruction.
+    pub fn load(insns: Vec<Insn>, helpers: &Registry) -> Result<Program, LoadError> {
+        if insns.len() > MAX_INSNS {
+            return Err(LoadError::TooLarge { len: insns.len() });
+        }
+        let decoded = isa::decode(&insns)?;
+        let len = insns.len();
+        let mut starts = vec![false; len];
+        for (pc, _) in &decoded {
+            starts[*pc] = true;
+        }
+        let target = |pc: usize, rel: i64| -> Result<i32, LoadError> {
+            let t = pc as i64 + 1 + rel;
+            if t < 0 || t >= len as i64 {
+                return Err(LoadError::JumpOutOfRange { pc, target: t });
+            }
+            if !starts[t as usize] {
+                return Err(LoadError::JumpIntoLdImm64 {
+                    pc,
+                    target: t as usize,
+                });
+            }
+            Ok(t as i32)
+        };
+        if let Some((pc, last)) = decoded.last() {
+            if !matches!(last, Instruction::Exit | Instruction::Ja { .. }) {
+                return Err(LoadError::FallsOffEnd { pc: *pc });
+            }
+        }
+
+        let filler = Slot {
+            op: Op::Filler,
+            dst: 0,
+            src: 0,
+            off: 0,
+            imm: 0,
+        };
+        let mut slots = vec![filler; len];
+        let mut table: Vec<(u32, HelperFn)> = Vec::new();
+        let mut uses_callx = false;
+        for &(pc, ins) in &decoded {
+            let slot = match ins {
+                Instruction::Alu {
+                    width,
+                    op,
+                    dst,
+                    src,
+                } => lower_alu(width, op, dst.index(), src),
+                Instruction::Neg { width, dst } => {
+                    let op = if width == Width::W64 {
+                        Op::Neg64
+                    } else {
+                        Op::Neg32
+                    };
+                    Slot {
+                        op,
+                        dst: dst.index(),
+                        src: 0,
+                        off: 0,
+                        imm: 0,
+                    }
+                }
+                Instruction::Endian { order, bits, dst } => {
+                    let op = match (order, bits) {
+                        (ByteOrder::Le, 16) => Op::Zext16,
+                        (ByteOrder::Le, 32) => Op::Zext32,
+                        // le64 is the identity on a little-endian host.
+                        (ByteOrder::Le, _) => Op::Mov64R,
+                        (_, 16) => Op::Bswap16,
+                        (_, 32) => Op::Bswap32,
+                        _ => Op::Bswap64,
+                    };
+                    Slot {
+                        op,
+                        dst: dst.index(),
+                        src: dst.index(),
+                        off: 0,
+                        imm: 0,
+                    }
+                }
+                Instruction::Load {
+                    size,
+                    signed,
+                    dst,
+                    src,
+                    off,
+                } => {
+                    let op = match (size, signed) {
+                        (Size::B, false) => Op::Ldxb,
+                        (Size::H, false) => Op::Ldxh,
+                        (Size::W, false) => Op::Ldxw,
+                        (Size::DW, _) => Op::Ldxdw,
+                        (Size::B, true) => Op::Ldxsb,
+                        (Size::H, true) => Op::Ldxsh,
+                        (Size::W, true) => Op::Ldxsw,
+                    };
+                    Slot {
+                        op,
+                        dst: dst.index(),
+                        src: src.index(),
+                        off: off.into(),
+                        imm: 0,
+                    }
+                }
+                Instruction::Store {
+                    size,
+                    dst,
+                    off,
+                    src,
+                } => {
+                    let (op, s, imm) = match (size, src) {
+                        (Size::B, Source::Imm(i)) => (Op::Stb, 0, i),
+                        (Size::H, Source::Imm(i)) => (Op::Sth, 0, i),
+                        (Size::W, Source::Imm(i)) => (Op::Stw, 0, i),
+                        (Size::DW, Source::Imm(i)) => (Op::Stdw, 0, i),
+                        (Size::B, Source::Reg(r)) => (Op::Stxb, r.index(), 0),
+                        (Size::H, Source::Reg(r)) => (Op::Stxh, r.index(), 0),
+                        (Size::W, Source::Reg(r)) => (Op::Stxw, r.index(), 0),
+                        (Size::DW, Source::Reg(r)) => (Op::Stxdw, r.index(), 0),
+                    };
+                    Slot {
+                        op,
+                        dst: dst.index(),
+                        src: s,
+                        off: off.into(),
+                        imm: imm as i64 as u64,
+                    }
+                }
+                Instruction::Atomic {
+                    width,
+                    op,
+                    fetch,
+                    dst,
+                    src,
+                    off,
+                } => {
+                    let o = if width == Width::W64 {
+                        Op::Atomic64
+                    } else {
+                        Op::Atomic32
+                    };
+                    let kind = op.code() | i32::from(fetch);
+                    Slot {
+                        op: o,
+                        dst: dst.index(),
+                        src: src.index(),
+                        off: off.into(),
+                        imm: kind as u64,
+                    }
+                }
+                Instruction::LdImm64 { dst, value } => match value {
+                    LdImm64::Imm(v) => Slot {
+                        op: Op::LdImm64,
+                        dst: dst.index(),
+                        src: 0,
+                        off: 0,
+                        imm: v,
+                    },
+                    LdImm64::MapFd(_) | LdImm64::MapIdx(_) => {
+                        return Err(LoadError::Unsupported {
+                            pc,
+                            feature: "a map reference (ld_imm64 map)",
+                        })
+                    }
+                    LdImm64::MapValue { .. } | LdImm64::MapIdxValue { .. } => {
+                        return Err(LoadError::Unsupported {
+                            pc,
+                            feature: "a map value reference (ld_imm64 map value)",
+                        })
+                    }
+                    LdImm64::BtfId(_) => {
+                        return Err(LoadError::Unsupported {
+                            pc,
+                            feature: "a kernel variable (ld_imm64 BTF id)",
+                        })
+                    }
+                    LdImm64::Func(_) => {
+                        return Err(LoadError::Unsupported {
+                            pc,
+                            feature: "a function pointer (ld_imm64 func)",
+                        })
+                    }
+                },
+                Instruction::Ja { off, .. } => Slot {
+                    op: Op::Ja,
+                    dst: 0,
+                    src: 0,
+                    off: target(pc, off.into())?,
+                    imm: 0,
+                },
+                Instruction::Jmp {
+                    width,
+                    op,
+                    dst,
+                    src,
+                    off,
+                } => {
+                    let (o, s, imm) = lower_jmp(width, op, src);
+                    Slot {
+                        op: o,
+                        dst: dst.index(),
+                        src: s,
+                        off: target(pc, off.into())?,
+                        imm,
+                    }
+                }
+                Instruction::Call(CallTarget::Helper(id)) => {
+                    let h = u32::try_from(id)
+                        .ok()
+                        .and_then(|id| helpers.get(id))
+                        .ok_or(LoadError::UnknownHelper { pc, id })?;
+                    let idx = match table.iter().position(|(n, _)| *n == h.id) {
+                        Some(i) => i,
+                        None => {
+                            table.push((h.id, h.func));
+                            table.len() - 1
+                        }
+                    };
+                    Slot {
+                        op: Op::Call,
+                        dst: 0,
+                        src: 0,
+                        off: 0,
+                        imm: idx as u64,
+                    }
+                }
+                Instruction::Call(CallTarget::Local(rel)) => Slot {
+                    op: Op::CallLocal,
+                    dst: 0,
+                    src: 0,
+                    off: target(pc, rel.into())?,
+                    imm: 0,
+                },
+                Instruction::Call(CallTarget::Kfunc(_)) => {
+                    return Err(LoadError::Unsupported {
+                        pc,
+                        feature: "a kernel function call (kfunc)",
+                    })
+                }
+                Instruction::Callx { reg } => {
+                    uses_callx = true;
+                    Slot {
+                        op: Op::Callx,
+                        dst: reg.index(),
+                        src: 0,
+                        off: 0,
+                        imm: 0,
+                    }
+                }
+                Instruction::Exit => Slot {
+                    op: Op::Exit,
+                    dst: 0,
+                    src: 0,
+                    off: 0,
+                    imm: 0,
+                },
+            };
+            slots[pc] = slot;
+        }
+        let callx = uses_callx.then(|| {
+            let n = helpers.iter().map(|h| h.id as usize + 1).max().unwrap_or(0);
+            let mut t = vec![None; n];
+            for h in helpers.iter() {
+                t[h.id as usize] = Some(h.func);
+            }
+            t.into_boxed_slice()
+        });
+        Ok(Program {
+            insns,
+            slots: slots.into_boxed_slice(),
+            helpers: table.into_boxed_slice(),
+            callx,
+        })
+    }
+
+    /// The program's raw slots, as loaded.
+    pub fn insns(&self) -> &[Insn] {
+        &self.insns
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.insns.len()
+    }
+
+    /// Whether the program has no slots (never true for a loaded program).
+    pub fn is_empty(&self) -> bool {
+        self.insns.is_empty()
+    }
+}
+
+fn lower_alu(width: Width, op: AluOp, dst: u8, src: Source) -> Slot {
+    use Op::*;
+    let (s, imm, is_reg) = match src {
+        Source::Reg(r) => (r.index(), 0u64, true),
+        Source::Imm(i) => (0, i as i64 as u64, false),
+    };
+    let o = match (width, is_reg, op) {
+        (_, _, AluOp::Movsx(bits)) => match (width, bits) {
+            (Width::W64, 8) => Movsx8To64,
+            (Width::W64, 16) => Movsx16To64,
+            (Width::W64, _) => Movsx32To64,
+            (Width::W32, 8) => Movsx8To32,
+            (Width::W32, _) => Movsx16To32,
+        },
+        (Width::W64, false, op) => pick(
+            op,
+            [
+                Add64I, Sub64I, Mul64I, Div64I, Sdiv64I, Or64I, And64I, Lsh64I, Rsh64I, Mod64I,
+                Smod64I, Xor64I, Mov64I, Arsh64I,
+            ],
+        ),
+        (Width::W64, true, op) => pick(
+            op,
+            [
+                Add64R, Sub64R, Mul64R, Div64R, Sdiv64R, Or64R, And64R, Lsh64R, Rsh64R, Mod64R,
+                Smod64R, Xor64R, Mov64R, Arsh64R,
+            ],
+        ),
+        (Width::W32, false, op) => pick(
+            op,
+            [
+                Add32I, Sub32I, Mul32I, Div32I, Sdiv32I, Or32I, And32I, Lsh32I, Rsh32I, Mod32I,
+                Smod32I, Xor32I, Mov32I, Arsh32I,
+            ],
+        ),
+        (Width::W32, true, op) => pick(
+            op,
+            [
+                Add32R, Sub32R, Mul32R, Div32R, Sdiv32R, Or32R, And32R, Lsh32R, Rsh32R, Mod32R,
+                Smod32R, Xor32R, Mov32R, Arsh32R,
+            ],
+        ),
+    };
+    Slot {
+        op: o,
+        dst,
+        src: s,
+        off: 0,
+        imm,
+    }
+}
+
+/// Picks the variant for `op` from a row ordered add, sub, mul, div, sdiv,
+/// or, and, lsh, rsh, mod, smod, xor, mov, arsh.
+fn pick(op: AluOp, row: [Op; 14]) -> Op {
+    let i = match op {
+        AluOp::Add => 0,
+        AluOp::Sub => 1,
+        AluOp::Mul => 2,
+        AluOp::Div => 3,
+        AluOp::Sdiv => 4,
+        AluOp::Or => 5,
+        AluOp::And => 6,
+        AluOp::Lsh => 7,
+        AluOp::Rsh => 8,
+        AluOp::Mod => 9,
+        AluOp::Smod => 10,
+        AluOp::Xor => 11,
+        AluOp::Mov | AluOp::Movsx(_) => 12,
+        AluOp::Arsh => 13,
+    };
+    row[i]
+}
+
+fn lower_jmp(width: Width, op: JmpOp, src: Source) -> (Op, u8, u64) {
+    use Op::*;
+    let (s, imm, is_reg) = match src {
+        Source::Reg(r) => (r.index(), 0u64, true),
+        Source::Imm(i) => (0, i as i64 as u64, false),
+    };
+    let row = match (width, is_reg) {
+        (Width::W64, false) => [
+            Jeq64I, Jgt64I, Jge64I, Jset64I, Jne64I, Jsgt64I, Jsge64I, Jlt64I, Jle64I, Jslt64I,
+            Jsle64I,
+        ],
+        (Width::W64, true) => [
+            Jeq64R, Jgt64R, Jge64R, Jset64R, Jne64R, Jsgt64R, Jsge64R, Jlt64R, Jle64R, Jslt64R,
+            Jsle64R,
+        ],
+        (Width::W32, false) => [
+            Jeq32I, Jgt32I, Jge32I, Jset32I, Jne32I, Jsgt32I, Jsge32I, Jlt32I, Jle32I, Jslt32I,
+            Jsle32I,
+        ],
+        (Width::W32, true) => [
+            Jeq32R, Jgt32R, Jge32R, Jset32R, Jne32R, Jsgt32R, Jsge32R, Jlt32R, Jle32R, Jslt32R,
+            Jsle32R,
+        ],
+    };
+    let i = match op {
+        JmpOp::Eq => 0,
+        JmpOp::Gt => 1,
+        JmpOp::Ge => 2,
+        JmpOp::Set => 3,
+        JmpOp::Ne => 4,
+        JmpOp::Sgt => 5,
+        JmpOp::Sge => 6,
+        JmpOp::Lt => 7,
+        JmpOp::Le => 8,
+        JmpOp::Slt => 9,
+        JmpOp::Sle => 10,
+    };
+    (row[i], s, imm)
+}
+
+/// The atomic kinds stored in a lowered slot's `imm`.
+pub(crate) mod atomic {
+    use super::AtomicOp;
+    pub const ADD: u64 = AtomicOp::Add.code() as u64;
+    pub const OR: u64 = AtomicOp::Or.code() as u64;
+    pub const AND: u64 = AtomicOp::And.code() as u64;
+    pub const XOR: u64 = AtomicOp::Xor.code() as u64;
+    pub const FETCH: u64 = 1;
+    pub const XCHG: u64 = AtomicOp::Xchg.code() as u64 | FETCH;
+    pub const CMPXCHG: u64 = AtomicOp::Cmpxchg.code() as u64 | FETCH;
+}
