@@ -236,31 +236,20 @@ mod mem {
         #[inline(always)]
         pub(super) fn load<const N: usize>(&self, addr: u64) -> Option<u64> {
             let p = self.at(addr, N as u64)?;
-            // SAFETY: `at` proved N bytes at `p` are inside the readable region;
-            // unaligned reads of plain integers are always allowed.
-            Some(unsafe {
-                match N {
-                    1 => u64::from(p.read()),
-                    2 => u64::from(p.cast::<u16>().read_unaligned()),
-                    4 => u64::from(p.cast::<u32>().read_unaligned()),
-                    _ => p.cast::<u64>().read_unaligned(),
-                }
-            })
+            let mut buf = [0u8; 8];
+            // SAFETY: `at` proved the N bytes at `p` lie inside the region,
+            // which is valid for reads during the run; `buf` has room for N.
+            unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), N) };
+            Some(u64::from_le_bytes(buf))
         }
 
         #[inline(always)]
         pub(super) fn store<const N: usize>(&self, addr: u64, v: u64) -> Option<()> {
             let p = self.at_mut(addr, N as u64)?;
-            // SAFETY: `at_mut` proved N bytes at `p` are inside the writable
-            // region; unaligned writes of plain integers are allowed.
-            unsafe {
-                match N {
-                    1 => p.write(v as u8),
-                    2 => p.cast::<u16>().write_unaligned(v as u16),
-                    4 => p.cast::<u32>().write_unaligned(v as u32),
-                    _ => p.cast::<u64>().write_unaligned(v),
-                }
-            }
+            let bytes = v.to_le_bytes();
+            // SAFETY: `at_mut` proved the N bytes at `p` lie inside the
+            // writable region; the source is a local array of 8 bytes.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, N) };
             Some(())
         }
 
@@ -277,11 +266,12 @@ mod mem {
         ) -> Result<u64, bool> {
             let size = if wide { 8 } else { 4 };
             let p = self.at_mut(addr, size).ok_or(false)?;
-            if (p as usize) % size as usize != 0 {
+            // The program's address must be aligned (as Linux requires), and
+            // so must the host's, which regions guarantee in practice.
+            if addr % size != 0 || (p as usize) % size as usize != 0 {
                 return Err(true);
             }
             let o = Ordering::SeqCst;
-            let kind = kind & !atomic::FETCH | (kind & atomic::FETCH);
             if wide {
                 // SAFETY: `p` is inside the writable region, 8-byte aligned,
                 // and all concurrent access to program memory is atomic or
@@ -355,7 +345,7 @@ pub struct XdpFrame<'a> {
 /// An execution context: the stack and the run settings. One per worker;
 /// runs reuse it and allocate nothing.
 pub struct Vm {
-    stack: Box<[u8; STACK_SIZE]>,
+    stack: Box<Stack>,
     budget: u64,
 }
 
@@ -371,6 +361,11 @@ impl std::fmt::Debug for Vm {
     }
 }
 
+/// The stack, aligned so that aligned program addresses are aligned host
+/// addresses (atomics need it).
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+
 struct Frame {
     ret: usize,
     saved: [u64; 5],
@@ -380,7 +375,7 @@ impl Vm {
     /// A fresh context with a zeroed stack and the default budget.
     pub fn new() -> Vm {
         Vm {
-            stack: Box::new([0; STACK_SIZE]),
+            stack: Box::new(Stack([0; STACK_SIZE])),
             budget: DEFAULT_BUDGET,
         }
     }
@@ -453,7 +448,7 @@ impl Vm {
         r1: u64,
         r2: u64,
     ) -> Result<u64, Fault> {
-        regions.table[REGION_STACK] = mem::Region::new(STACK_VBASE, &mut self.stack[..], true);
+        regions.table[REGION_STACK] = mem::Region::new(STACK_VBASE, &mut self.stack.0[..], true);
         let mut reg = [0u64; 16];
         reg[1] = r1;
         reg[2] = r2;
@@ -807,5 +802,165 @@ fn smod32(a: u64, b: u64) -> u64 {
         u64::from(a as u32)
     } else {
         u64::from(a.wrapping_rem(b) as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asm::assemble;
+    use crate::helpers::Registry;
+
+    fn prog(src: &str) -> Program {
+        Program::load(assemble(src).expect("assembles"), &Registry::conformance()).expect("loads")
+    }
+
+    fn run(src: &str, mem: &mut [u8]) -> Result<u64, Fault> {
+        Vm::new().run_mem(&prog(src), mem)
+    }
+
+    #[test]
+    fn both_ends_of_every_access_are_checked() {
+        let mut mem = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        // Last byte in bounds.
+        assert_eq!(run("ldxb %r0, [%r1+7]\nexit", &mut mem), Ok(8));
+        // Starts inside, ends one byte past the end.
+        let e = run("ldxw %r0, [%r1+5]\nexit", &mut mem).unwrap_err();
+        assert_eq!(
+            e,
+            Fault::MemoryAccess {
+                pc: 0,
+                addr: PACKET_VBASE + 5,
+                size: 4,
+                write: false
+            }
+        );
+        // One byte before the start.
+        let e = run("stb [%r1-1], 0\nexit", &mut mem).unwrap_err();
+        assert!(matches!(e, Fault::MemoryAccess { write: true, .. }), "{e}");
+        // Far away, huge offsets and wrapping addresses.
+        for src in [
+            "lddw %r1, 0xffffffffffffffff\nldxdw %r0, [%r1]\nexit",
+            "lddw %r1, 0x7ffffffffffffff8\nldxdw %r0, [%r1]\nexit",
+            "mov %r1, 0\nldxb %r0, [%r1]\nexit",
+            "ldxdw %r0, [%r10]\nexit",
+            "ldxdw %r0, [%r10-4100]\nexit",
+        ] {
+            assert!(
+                matches!(run(src, &mut mem), Err(Fault::MemoryAccess { .. })),
+                "{src}"
+            );
+        }
+        // The whole stack of every frame is usable.
+        assert_eq!(
+            run("stdw [%r10-4096], 9\nldxdw %r0, [%r10-4096]\nexit", &mut []),
+            Ok(9)
+        );
+    }
+
+    #[test]
+    fn budget_ends_loops_exactly() {
+        let mut vm = Vm::new();
+        vm.set_budget(1000);
+        let looping = prog("mov %r0, 0\nloop:\nadd %r0, 1\nja loop");
+        let e = vm.run_mem(&looping, &mut []).unwrap_err();
+        assert!(matches!(e, Fault::Budget { limit: 1000, .. }), "{e}");
+        // A bounded loop runs 1 + 2*300 + 1 instructions; the charge at the
+        // last taken branch is 1 + 2*299.
+        let bounded = prog("mov %r0, 0\nl:\nadd %r0, 1\njlt %r0, 300, l\nexit");
+        assert_eq!(vm.run_mem(&bounded, &mut []), Ok(300));
+        vm.set_budget(1 + 2 * 299);
+        assert_eq!(vm.run_mem(&bounded, &mut []), Ok(300));
+        vm.set_budget(2 * 299);
+        assert!(matches!(
+            vm.run_mem(&bounded, &mut []),
+            Err(Fault::Budget { .. })
+        ));
+    }
+
+    #[test]
+    fn local_calls_nest_eight_frames_and_no_more() {
+        // Each function calls the next: main + 7 callees = 8 frames.
+        let mut src = String::from("call local f1\nexit\n");
+        for i in 1..=7 {
+            src += &format!("f{i}:\nstdw [%r10-8], {i}\n");
+            if i < 7 {
+                src += &format!("call local f{}\n", i + 1);
+            } else {
+                src += "mov %r0, 0\n";
+            }
+            src += "ldxdw %r1, [%r10-8]\nadd %r0, %r1\nexit\n";
+        }
+        assert_eq!(run(&src, &mut []), Ok(28));
+        let deep = src.replace("mov %r0, 0\n", "call local f1\n");
+        assert!(matches!(run(&deep, &mut []), Err(Fault::CallDepth { .. })));
+    }
+
+    #[test]
+    fn xdp_context_carries_usable_32_bit_pointers_and_is_read_only() {
+        // Return data_end - data, after reading the last packet byte.
+        let p = prog(
+            "ldxw %r2, [%r1+0]\nldxw %r3, [%r1+4]\nmov %r0, %r3\nsub %r0, %r2\n\
+             ldxb %r4, [%r3-1]\nadd %r0, %r4\nexit",
+        );
+        let mut buf = vec![0u8; 256 + 64];
+        buf[256 + 63] = 100;
+        let mut frame = XdpFrame {
+            buf: &mut buf,
+            meta: 256,
+            data: 256,
+            end: 256 + 64,
+            ingress_ifindex: 3,
+            rx_queue_index: 1,
+        };
+        assert_eq!(Vm::new().run_xdp(&p, &mut frame), Ok(164));
+        // Headroom before data is not visible.
+        let p = prog("ldxw %r2, [%r1+0]\nldxb %r0, [%r2-1]\nexit");
+        assert!(matches!(
+            Vm::new().run_xdp(&p, &mut frame),
+            Err(Fault::MemoryAccess { .. })
+        ));
+        // The context cannot be written.
+        let p = prog("stw [%r1+12], 7\nmov %r0, 0\nexit");
+        assert!(matches!(
+            Vm::new().run_xdp(&p, &mut frame),
+            Err(Fault::MemoryAccess { write: true, .. })
+        ));
+        // ingress_ifindex and rx_queue_index.
+        let p = prog("ldxw %r0, [%r1+12]\nldxw %r2, [%r1+16]\nlsh %r0, 8\nor %r0, %r2\nexit");
+        assert_eq!(Vm::new().run_xdp(&p, &mut frame), Ok(0x301));
+    }
+
+    #[test]
+    fn atomics_need_alignment() {
+        let mut mem = [0u8; 16];
+        assert!(matches!(
+            run(
+                "mov %r2, 1\nlock add32 [%r10-4], %r2\nmov %r0, 0\nexit",
+                &mut mem
+            ),
+            Ok(0)
+        ));
+        assert!(matches!(
+            run(
+                "mov %r2, 1\nlock add [%r10-12], %r2\nmov %r0, 0\nexit",
+                &mut mem
+            ),
+            Err(Fault::Misaligned { .. })
+        ));
+    }
+
+    #[test]
+    fn helper_faults_and_callx_to_nowhere() {
+        assert_eq!(run("mov %r1, 42\ncall 5\nexit", &mut []), Ok(42));
+        assert!(matches!(
+            run("mov %r2, 6\ncall %r2\nexit", &mut []),
+            Err(Fault::BadCallx { target: 6, .. })
+        ));
+        let e = Program::load(assemble("call 6\nexit").unwrap(), &Registry::conformance());
+        assert_eq!(
+            e.unwrap_err(),
+            crate::LoadError::UnknownHelper { pc: 0, id: 6 }
+        );
     }
 }

@@ -732,7 +732,9 @@ fn zero(pc: usize, i: Insn, field: &'static str, value: i64) -> Result<(), Decod
 /// # Errors
 /// Any [`DecodeError`] naming `pc`.
 pub fn decode_one(insns: &[Insn], pc: usize) -> Result<Instruction, DecodeError> {
-    let i = insns[pc];
+    let Some(&i) = insns.get(pc) else {
+        return Err(DecodeError::Empty);
+    };
     let code = i.code;
     let unknown = || DecodeError::UnknownOpcode { pc, code };
     match i.class() {
@@ -1107,6 +1109,12 @@ fn width_class(w: Width, c32: u8, c64: u8) -> u8 {
 }
 
 /// Encodes one instruction into one or two slots (appended to `out`).
+///
+/// The instruction must be one [`decode`] can produce: a short `Ja` offset
+/// that fits in 16 bits, `Xchg`/`Cmpxchg` with `fetch`, `Movsx` from a
+/// register with a width the class allows, byte swaps of 16, 32 or 64 bits.
+/// Anything else encodes to slots that `decode` refuses (debug builds
+/// assert).
 pub fn encode_into(ins: &Instruction, out: &mut Vec<Insn>) {
     let r = |r: Reg| r.index();
     match *ins {
@@ -1207,6 +1215,10 @@ pub fn encode_into(ins: &Instruction, out: &mut Vec<Insn>) {
             out.push(Insn::new(0, 0, 0, 0, hi));
         }
         Instruction::Ja { off, long } => {
+            debug_assert!(
+                long || i16::try_from(off).is_ok(),
+                "short ja offset {off} overflows"
+            );
             if long {
                 out.push(Insn::new(class::JMP32, 0, 0, 0, off))
             } else {

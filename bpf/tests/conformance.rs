@@ -1,23 +1,12 @@
 //! The bpf_conformance suite (313 programs) and its 45 negative programs,
 //! run from the pre-assembled `assembled_*.jsonl` files in `shared/`.
 
-use std::path::PathBuf;
+mod common;
 
+use common::shared_dir;
 use serde::Deserialize;
 use sluice_bpf::helpers::Registry;
 use sluice_bpf::{Program, Vm};
-
-/// Where `shared/` is: `$SLUICE_SHARED`, else beside the checkout.
-pub fn shared_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("SLUICE_SHARED") {
-        return PathBuf::from(p);
-    }
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared");
-    if beside.exists() {
-        return beside;
-    }
-    PathBuf::from("/work/shared")
-}
 
 #[derive(Deserialize)]
 struct Case {

@@ -1,15 +1,209 @@
 //! `sluice`: the command line.
 //!
 //! It will become the daemon and its bpftool-like client (`prog load`,
-//! `map dump`, `stats`, ...; see the project's issues). Today it runs
-//! eBPF programs:
+//! `map dump`, `stats`, ...; see the project's issues). Today it drives the
+//! eBPF runtime:
 //!
 //! ```text
-//! sluice asm FILE.s [-o FILE.bin]          assemble conformance-syntax text
-//! sluice disasm FILE.bin                   disassemble raw bytecode
-//! sluice run-raw FILE.bin|FILE.s [--mem HEX]  run a plain-memory program, print r0
+//! sluice conformance [--shared DIR]     assemble and run the bpf_conformance suite
+//! sluice asm FILE [-o OUT]              assemble conformance-syntax text to bytecode
+//! sluice disasm FILE                    disassemble raw bytecode
+//! sluice exec FILE [--mem HEX]          run a plain-memory program, print r0
 //! ```
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sluice_bpf::helpers::Registry;
+use sluice_bpf::{asm, disasm, isa, Program, Vm};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a kernel-bypass eBPF packet dataplane"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Assemble every program of the bpf_conformance suite from its source
+    /// text and run it in the interpreter; report each failure and a summary.
+    Conformance {
+        /// The `shared/` directory holding `conformance/` (default: beside
+        /// the working directory's repository, or /work/shared).
+        #[arg(long)]
+        shared: Option<PathBuf>,
+        /// Print every test, not only failures.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Assemble conformance-syntax text (`%rN` registers, labels) to bytecode.
+    Asm {
+        /// Source file (a `.data` test file or plain assembler text).
+        file: PathBuf,
+        /// Write raw bytecode here instead of hex to stdout.
+        #[arg(short)]
+        output: Option<PathBuf>,
+    },
+    /// Disassemble raw bytecode (8 bytes per instruction).
+    Disasm {
+        /// Bytecode file.
+        file: PathBuf,
+    },
+    /// Run a program with r1 = memory, r2 = its length; print r0 in hex.
+    Exec {
+        /// Program: assembler text (`.s`, `.asm`, `.data`) or raw bytecode.
+        file: PathBuf,
+        /// Memory as hex bytes (a `.data` file's `-- mem` is used otherwise).
+        #[arg(long)]
+        mem: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::Conformance { shared, verbose } => conformance(&shared_dir(shared)?, verbose),
+        Cmd::Asm { file, output } => {
+            let (insns, _) = load_text(&file)?;
+            let bytes = isa::to_bytes(&insns);
+            match output {
+                Some(out) => std::fs::write(&out, &bytes)
+                    .with_context(|| format!("writing {}", out.display()))?,
+                None => println!("{}", hex::encode(bytes)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Disasm { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let insns = isa::slots(&bytes).with_context(|| file.display().to_string())?;
+            print!("{}", disasm::disassemble_listing(&insns)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Exec { file, mem } => {
+            let (insns, file_mem) = if is_text(&file) {
+                load_text(&file)?
+            } else {
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                (isa::slots(&bytes)?, Vec::new())
+            };
+            let mut mem = match mem {
+                Some(h) => {
+                    hex::decode(h.replace(char::is_whitespace, "")).context("--mem is not hex")?
+                }
+                None => file_mem,
+            };
+            let prog = Program::load(insns, &Registry::conformance())?;
+            let r0 = Vm::new().run_mem(&prog, &mut mem)?;
+            println!("{r0:#x}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn is_text(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("s" | "asm" | "data")
+    )
+}
+
+/// Assembles a `.data` test file or plain assembler text; returns the
+/// program and the test's memory (empty for plain text).
+fn load_text(path: &Path) -> Result<(Vec<isa::Insn>, Vec<u8>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if path.extension().and_then(|e| e.to_str()) == Some("data") {
+        let data = asm::parse_data_file(&text).with_context(|| path.display().to_string())?;
+        let prog = data.program().with_context(|| path.display().to_string())?;
+        Ok((prog, data.mem))
+    } else {
+        Ok((
+            asm::assemble(&text).with_context(|| path.display().to_string())?,
+            Vec::new(),
+        ))
+    }
+}
+
+fn shared_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    for candidate in [PathBuf::from("../shared"), PathBuf::from("/work/shared")] {
+        if candidate.join("conformance").is_dir() {
+            return Ok(candidate);
+        }
+    }
+    bail!("cannot find shared/conformance; pass --shared DIR")
+}
+
+fn conformance(shared: &Path, verbose: bool) -> Result<ExitCode> {
+    let dir = shared.join("conformance/bpf_conformance/tests");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "data"))
+        .collect();
+    files.sort();
+    let registry = Registry::conformance();
+    let (mut passed, mut failed) = (0usize, 0usize);
+    let started = std::time::Instant::now();
+    for path in &files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let outcome = (|| -> Result<(u64, u64)> {
+            let text = std::fs::read_to_string(path)?;
+            let data = asm::parse_data_file(&text)?;
+            let expected = data.result.context("no -- result section")?;
+            let prog = Program::load(data.program()?, &registry)?;
+            let mut mem = data.mem.clone();
+            Ok((Vm::new().run_mem(&prog, &mut mem)?, expected))
+        })();
+        match outcome {
+            Ok((r0, want)) if r0 == want => {
+                passed += 1;
+                if verbose {
+                    println!("PASS: {name}");
+                }
+            }
+            Ok((r0, want)) => {
+                failed += 1;
+                println!("FAIL: {name}: r0 = {r0:#x}, expected {want:#x}");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("ERROR: {name}: {e:#}");
+            }
+        }
+    }
+    println!(
+        "Passed {passed} out of {} tests ({} failed) in {:.1} ms: assembled from source, run in the checked interpreter.",
+        files.len(),
+        failed,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
