@@ -24,10 +24,14 @@
 //! its bytes say.
 
 pub mod asm;
+pub mod btf;
 pub mod disasm;
+pub mod elf;
 pub mod helpers;
 pub mod interp;
 pub mod isa;
+pub mod maps;
+pub mod object;
 pub mod program;
 
 pub use interp::{Fault, Vm};

@@ -10,11 +10,17 @@
 //! already encodes width, operand kind and sign extension. The interpreter
 //! then never decodes or validates anything while it runs.
 
-use crate::helpers::{HelperFn, Registry};
+use std::sync::Arc;
+
+use crate::helpers::{id as helper_id, HelperFn, Registry};
+use crate::interp::ctx::MAP_HANDLE_BASE;
+use crate::interp::mem::Region;
+use crate::interp::DYN_REGIONS;
 use crate::isa::{
     self, AluOp, AtomicOp, ByteOrder, CallTarget, DecodeError, Insn, Instruction, JmpOp, LdImm64,
     Size, Source, Width,
 };
+use crate::maps::{flags, Map, MapType};
 
 /// Largest program accepted, in slots (Linux's `BPF_COMPLEXITY_LIMIT_INSNS`).
 pub const MAX_INSNS: usize = 1_000_000;
@@ -60,6 +66,25 @@ pub enum LoadError {
         pc: usize,
         /// Helper number.
         id: i32,
+    },
+    /// A map reference to an index the program was not given.
+    #[error("insn {pc}: map index {index} does not exist")]
+    BadMapIndex {
+        /// The `LD_IMM64`.
+        pc: usize,
+        /// The index.
+        index: i32,
+    },
+    /// A map value reference outside the value, or into a map that is not
+    /// an array (global data is).
+    #[error("insn {pc}: map value reference to offset {off} of map {map} is invalid")]
+    BadMapValue {
+        /// The `LD_IMM64`.
+        pc: usize,
+        /// The map.
+        map: String,
+        /// Offset into the value.
+        off: u32,
     },
     /// A valid instruction Sluice does not support in this context.
     #[error("insn {pc}: {feature} is not supported")]
@@ -211,6 +236,8 @@ pub(crate) enum Op {
     Jsle32R,
     /// imm = index into `Program::helpers`
     Call,
+    /// `bpf_tail_call`, handled by the interpreter itself.
+    TailCall,
     /// off = target slot
     CallLocal,
     Callx,
@@ -239,6 +266,10 @@ pub struct Program {
     insns: Vec<Insn>,
     pub(crate) slots: Box<[Slot]>,
     pub(crate) helpers: Box<[(u32, HelperFn)]>,
+    /// Maps the program references, by loader index.
+    pub(crate) maps: Box<[Arc<Map>]>,
+    /// The value area of each map, at region index `DYN_REGIONS + i`.
+    pub(crate) map_regions: Box<[Region]>,
     /// Helper table by number, present only when the program uses `callx`.
     pub(crate) callx: Option<Box<[Option<HelperFn>]>>,
 }
@@ -265,6 +296,20 @@ impl Program {
     /// # Errors
     /// A [`LoadError`] naming the first offending instruction.
     pub fn load(insns: Vec<Insn>, helpers: &Registry) -> Result<Program, LoadError> {
+        Program::load_with_maps(insns, helpers, Vec::new())
+    }
+
+    /// Loads a program whose `LD_IMM64` map references (`BPF_PSEUDO_MAP_IDX`
+    /// and `BPF_PSEUDO_MAP_IDX_VALUE`, as the ELF loader emits them) index
+    /// into `maps`.
+    ///
+    /// # Errors
+    /// A [`LoadError`] naming the first offending instruction.
+    pub fn load_with_maps(
+        insns: Vec<Insn>,
+        helpers: &Registry,
+        maps: Vec<Arc<Map>>,
+    ) -> Result<Program, LoadError> {
         if insns.len() > MAX_INSNS {
             return Err(LoadError::TooLarge { len: insns.len() });
         }
@@ -421,13 +466,45 @@ impl Program {
                         off: 0,
                         imm: v,
                     },
-                    LdImm64::MapFd(_) | LdImm64::MapIdx(_) => {
+                    LdImm64::MapIdx(i) => {
+                        if i < 0 || i as usize >= maps.len() {
+                            return Err(LoadError::BadMapIndex { pc, index: i });
+                        }
+                        Slot {
+                            op: Op::LdImm64,
+                            dst: dst.index(),
+                            src: 0,
+                            off: 0,
+                            imm: MAP_HANDLE_BASE | i as u64,
+                        }
+                    }
+                    LdImm64::MapIdxValue { map, off } => {
+                        let Some(m) = usize::try_from(map).ok().and_then(|i| maps.get(i)) else {
+                            return Err(LoadError::BadMapIndex { pc, index: map });
+                        };
+                        if m.def().map_type != MapType::Array || off >= m.def().value_size {
+                            return Err(LoadError::BadMapValue {
+                                pc,
+                                map: m.def().name.clone(),
+                                off,
+                            });
+                        }
+                        let vbase = ((DYN_REGIONS + map as usize) as u64) << 32;
+                        Slot {
+                            op: Op::LdImm64,
+                            dst: dst.index(),
+                            src: 0,
+                            off: 0,
+                            imm: vbase + u64::from(off),
+                        }
+                    }
+                    LdImm64::MapFd(_) => {
                         return Err(LoadError::Unsupported {
                             pc,
                             feature: "a map reference (ld_imm64 map)",
                         })
                     }
-                    LdImm64::MapValue { .. } | LdImm64::MapIdxValue { .. } => {
+                    LdImm64::MapValue { .. } => {
                         return Err(LoadError::Unsupported {
                             pc,
                             feature: "a map value reference (ld_imm64 map value)",
@@ -474,6 +551,16 @@ impl Program {
                         .ok()
                         .and_then(|id| helpers.get(id))
                         .ok_or(LoadError::UnknownHelper { pc, id })?;
+                    if h.id == helper_id::TAIL_CALL {
+                        slots[pc] = Slot {
+                            op: Op::TailCall,
+                            dst: 0,
+                            src: 0,
+                            off: 0,
+                            imm: 0,
+                        };
+                        continue;
+                    }
                     let idx = match table.iter().position(|(n, _)| *n == h.id) {
                         Some(i) => i,
                         None => {
@@ -530,12 +617,32 @@ impl Program {
             }
             t.into_boxed_slice()
         });
+        let map_regions = maps
+            .iter()
+            .enumerate()
+            .map(|(i, m)| match m.ops().value_area() {
+                Some((p, len)) => {
+                    let vbase = ((DYN_REGIONS + i) as u64) << 32;
+                    let writable = m.def().flags & flags::BPF_F_RDONLY_PROG == 0;
+                    // The program holds `m` for as long as it holds the region.
+                    Region::from_raw(vbase, p, len, writable)
+                }
+                None => Region::EMPTY,
+            })
+            .collect();
         Ok(Program {
             insns,
             slots: slots.into_boxed_slice(),
             helpers: table.into_boxed_slice(),
+            maps: maps.into_boxed_slice(),
+            map_regions,
             callx,
         })
+    }
+
+    /// The maps the program references.
+    pub fn maps(&self) -> &[Arc<Map>] {
+        &self.maps
     }
 
     /// The program's raw slots, as loaded.

@@ -32,7 +32,17 @@
 //! call saves r6-r9 and r10 and moves r10 down one frame; `exit` in a callee
 //! restores them, as Linux's interpreter does.
 
-use crate::helpers::{helper_fault, CallCtx, HelperError};
+pub mod ctx;
+pub(crate) mod mem;
+
+pub use crate::maps::prog_array::MAX_TAIL_CALLS;
+pub use ctx::{CallCtx, TraceSink};
+use ctx::{RunState, XdpState};
+pub use mem::DYN_REGIONS;
+use mem::{Region, Regions};
+
+use crate::helpers::{helper_fault, HelperError};
+use crate::maps::prog_array::ProgArray;
 use crate::program::{atomic, Op, Program};
 
 /// Bytes of stack per call frame.
@@ -44,8 +54,6 @@ pub const STACK_SIZE: usize = FRAME_SIZE * MAX_FRAMES;
 /// Default instruction budget of a run.
 pub const DEFAULT_BUDGET: u64 = 1 << 24;
 
-/// Number of region slots (the top 32 bits of a virtual address index them).
-pub const MAX_REGIONS: usize = 16;
 /// Region index of the packet or plain memory.
 pub const REGION_PACKET: usize = 0;
 /// Region index of the context.
@@ -116,196 +124,6 @@ pub enum Fault {
     },
 }
 
-/// The regions of one run; see the module docs.
-pub struct Regions {
-    table: [mem::Region; MAX_REGIONS],
-}
-
-impl Regions {
-    fn new() -> Regions {
-        Regions {
-            table: [mem::Region::EMPTY; MAX_REGIONS],
-        }
-    }
-
-    /// Borrows `len` bytes at virtual address `addr` if they lie in one region.
-    pub(crate) fn slice(&self, addr: u64, len: u64) -> Option<&[u8]> {
-        self.table.get((addr >> 32) as usize)?.slice(addr, len)
-    }
-
-    /// Borrows `len` writable bytes at `addr` if they lie in one writable region.
-    pub(crate) fn slice_mut(&mut self, addr: u64, len: u64) -> Option<&mut [u8]> {
-        self.table
-            .get_mut((addr >> 32) as usize)?
-            .slice_mut(addr, len)
-    }
-
-    #[inline(always)]
-    fn region(&self, addr: u64) -> &mem::Region {
-        // Out-of-table indices map to the empty region 15 never used for data.
-        let i = (addr >> 32) as usize;
-        if i < MAX_REGIONS {
-            &self.table[i]
-        } else {
-            &mem::Region::EMPTY
-        }
-    }
-}
-
-/// The program-to-host memory boundary: the only place where a program's
-/// virtual address becomes a host pointer.
-#[allow(unsafe_code)]
-mod mem {
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-    use crate::program::atomic;
-
-    /// One region: `len` bytes at host `host`, seen by the program at `vbase`.
-    ///
-    /// Invariant: while a run uses it, `host..host+len` is valid for reads
-    /// (and for writes when `writable`) and no Rust reference to those bytes
-    /// is used by anything else.
-    #[derive(Clone, Copy)]
-    pub(super) struct Region {
-        vbase: u64,
-        len: u64,
-        host: *mut u8,
-        writable: bool,
-    }
-
-    impl Region {
-        pub(super) const EMPTY: Region = Region {
-            vbase: 0,
-            len: 0,
-            host: std::ptr::null_mut(),
-            writable: false,
-        };
-
-        /// A region over `bytes`, at virtual address `vbase`.
-        pub(super) fn new(vbase: u64, bytes: &mut [u8], writable: bool) -> Region {
-            Region {
-                vbase,
-                len: bytes.len() as u64,
-                host: bytes.as_mut_ptr(),
-                writable,
-            }
-        }
-
-        /// Host pointer of `size` bytes at `addr`, if they all lie inside.
-        #[inline(always)]
-        fn at(&self, addr: u64, size: u64) -> Option<*mut u8> {
-            let off = addr.wrapping_sub(self.vbase);
-            // Both ends: the first byte at `off` and the last at
-            // `off + size - 1` must be below `len`; written so nothing wraps.
-            if off < self.len && size <= self.len - off {
-                Some(self.host.wrapping_add(off as usize))
-            } else {
-                None
-            }
-        }
-
-        #[inline(always)]
-        fn at_mut(&self, addr: u64, size: u64) -> Option<*mut u8> {
-            if self.writable {
-                self.at(addr, size)
-            } else {
-                None
-            }
-        }
-
-        pub(super) fn slice(&self, addr: u64, len: u64) -> Option<&[u8]> {
-            if len == 0 {
-                return Some(&[]);
-            }
-            let p = self.at(addr, len)?;
-            // SAFETY: `at` proved `p..p+len` lies inside the region, which the
-            // type's invariant keeps valid for reads during the run.
-            Some(unsafe { std::slice::from_raw_parts(p, len as usize) })
-        }
-
-        pub(super) fn slice_mut(&mut self, addr: u64, len: u64) -> Option<&mut [u8]> {
-            if len == 0 {
-                return Some(&mut []);
-            }
-            let p = self.at_mut(addr, len)?;
-            // SAFETY: as in `slice`, and the region is writable; `&mut self`
-            // keeps any other borrow through this table away while it lives.
-            Some(unsafe { std::slice::from_raw_parts_mut(p, len as usize) })
-        }
-
-        #[inline(always)]
-        pub(super) fn load<const N: usize>(&self, addr: u64) -> Option<u64> {
-            let p = self.at(addr, N as u64)?;
-            let mut buf = [0u8; 8];
-            // SAFETY: `at` proved the N bytes at `p` lie inside the region,
-            // which is valid for reads during the run; `buf` has room for N.
-            unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), N) };
-            Some(u64::from_le_bytes(buf))
-        }
-
-        #[inline(always)]
-        pub(super) fn store<const N: usize>(&self, addr: u64, v: u64) -> Option<()> {
-            let p = self.at_mut(addr, N as u64)?;
-            let bytes = v.to_le_bytes();
-            // SAFETY: `at_mut` proved the N bytes at `p` lie inside the
-            // writable region; the source is a local array of 8 bytes.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, N) };
-            Some(())
-        }
-
-        /// An atomic read-modify-write; `Err(true)` when misaligned,
-        /// `Err(false)` when outside. Returns the old value.
-        #[inline]
-        pub(super) fn atomic(
-            &self,
-            addr: u64,
-            wide: bool,
-            kind: u64,
-            operand: u64,
-            expected: u64,
-        ) -> Result<u64, bool> {
-            let size = if wide { 8 } else { 4 };
-            let p = self.at_mut(addr, size).ok_or(false)?;
-            // The program's address must be aligned (as Linux requires), and
-            // so must the host's, which regions guarantee in practice.
-            if addr % size != 0 || (p as usize) % size as usize != 0 {
-                return Err(true);
-            }
-            let o = Ordering::SeqCst;
-            if wide {
-                // SAFETY: `p` is inside the writable region, 8-byte aligned,
-                // and all concurrent access to program memory is atomic or
-                // through the same raw-pointer discipline.
-                let a = unsafe { AtomicU64::from_ptr(p.cast::<u64>()) };
-                Ok(match kind & !atomic::FETCH {
-                    atomic::ADD => a.fetch_add(operand, o),
-                    atomic::OR => a.fetch_or(operand, o),
-                    atomic::AND => a.fetch_and(operand, o),
-                    atomic::XOR => a.fetch_xor(operand, o),
-                    k if k == atomic::XCHG & !atomic::FETCH => a.swap(operand, o),
-                    _ => match a.compare_exchange(expected, operand, o, o) {
-                        Ok(v) | Err(v) => v,
-                    },
-                })
-            } else {
-                // SAFETY: as above, 4-byte aligned.
-                let a = unsafe { AtomicU32::from_ptr(p.cast::<u32>()) };
-                let (x, e) = (operand as u32, expected as u32);
-                Ok(u64::from(match kind & !atomic::FETCH {
-                    atomic::ADD => a.fetch_add(x, o),
-                    atomic::OR => a.fetch_or(x, o),
-                    atomic::AND => a.fetch_and(x, o),
-                    atomic::XOR => a.fetch_xor(x, o),
-                    k if k == atomic::XCHG & !atomic::FETCH => a.swap(x, o),
-                    _ => match a.compare_exchange(e, x, o, o) {
-                        Ok(v) | Err(v) => v,
-                    },
-                }))
-            }
-        }
-    }
-}
-
 /// Linux's `struct xdp_md` field offsets, as programs see them.
 pub mod xdp_md {
     /// `__u32 data`
@@ -325,10 +143,13 @@ pub mod xdp_md {
 }
 
 /// A packet as an XDP program sees it: a buffer with headroom, and the
-/// offsets of the metadata, the data and its end within that buffer.
+/// offsets of the metadata, the data and its end within that buffer. A run
+/// updates the offsets (`bpf_xdp_adjust_head/tail/meta`) and records the
+/// redirect target.
 #[derive(Debug)]
 pub struct XdpFrame<'a> {
-    /// The whole buffer, headroom included.
+    /// The whole buffer: headroom, packet, and the tailroom that
+    /// `bpf_xdp_adjust_tail` may grow into.
     pub buf: &'a mut [u8],
     /// Offset of the metadata (equal to `data` when there is none).
     pub meta: usize,
@@ -340,13 +161,38 @@ pub struct XdpFrame<'a> {
     pub ingress_ifindex: u32,
     /// Queue the packet arrived on.
     pub rx_queue_index: u32,
+    /// Set by a run: the port `bpf_redirect`/`bpf_redirect_map` chose.
+    pub redirect: Option<u32>,
 }
 
-/// An execution context: the stack and the run settings. One per worker;
-/// runs reuse it and allocate nothing.
+impl<'a> XdpFrame<'a> {
+    /// A frame whose packet is `buf[data..end]`, with no metadata.
+    pub fn new(buf: &'a mut [u8], data: usize, end: usize) -> XdpFrame<'a> {
+        XdpFrame {
+            buf,
+            meta: data,
+            data,
+            end,
+            ingress_ifindex: 0,
+            rx_queue_index: 0,
+            redirect: None,
+        }
+    }
+
+    /// The packet bytes.
+    pub fn packet(&self) -> &[u8] {
+        &self.buf[self.data..self.end]
+    }
+}
+
+/// An execution context: the stack, the worker's identity and the run
+/// settings. One per worker; runs reuse it and allocate nothing.
 pub struct Vm {
     stack: Box<Stack>,
     budget: u64,
+    cpu: u32,
+    rng: u64,
+    trace: Option<TraceSink>,
 }
 
 impl Default for Vm {
@@ -357,7 +203,10 @@ impl Default for Vm {
 
 impl std::fmt::Debug for Vm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vm").field("budget", &self.budget).finish()
+        f.debug_struct("Vm")
+            .field("cpu", &self.cpu)
+            .field("budget", &self.budget)
+            .finish()
     }
 }
 
@@ -372,12 +221,27 @@ struct Frame {
 }
 
 impl Vm {
-    /// A fresh context with a zeroed stack and the default budget.
+    /// A fresh context for worker 0, with a zeroed stack and the default
+    /// budget.
     pub fn new() -> Vm {
+        Vm::for_cpu(0)
+    }
+
+    /// A fresh context for worker `cpu`: per-CPU maps use that worker's
+    /// copy and `bpf_get_smp_processor_id()` returns `cpu`.
+    pub fn for_cpu(cpu: u32) -> Vm {
         Vm {
             stack: Box::new(Stack([0; STACK_SIZE])),
             budget: DEFAULT_BUDGET,
+            cpu,
+            rng: 0x9e37_79b9_7f4a_7c15 ^ (u64::from(cpu) + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
+            trace: None,
         }
+    }
+
+    /// The worker index.
+    pub fn cpu(&self) -> u32 {
+        self.cpu
     }
 
     /// The instruction budget of each run.
@@ -390,21 +254,35 @@ impl Vm {
         self.budget = budget;
     }
 
+    /// Where `bpf_trace_printk` lines go (nowhere by default).
+    pub fn set_trace_sink(&mut self, sink: Option<TraceSink>) {
+        self.trace = sink;
+    }
+
+    /// Seeds the generator behind `bpf_get_prandom_u32`.
+    pub fn seed_random(&mut self, seed: u64) {
+        self.rng = seed | 1;
+    }
+
     /// Runs a plain-memory program: r1 points to `mem`, r2 holds its length
     /// (the bpf_conformance convention). Returns r0.
     ///
     /// # Errors
     /// The [`Fault`] that ended the run.
     pub fn run_mem(&mut self, prog: &Program, mem: &mut [u8]) -> Result<u64, Fault> {
-        let mut regions = Regions::new();
+        let mut dynamic = [Region::EMPTY; DYN_REGIONS];
         let len = mem.len() as u64;
-        regions.table[REGION_PACKET] = mem::Region::new(PACKET_VBASE, mem, true);
-        self.exec(prog, &mut regions, PACKET_VBASE, len)
+        dynamic[REGION_PACKET] = Region::new(PACKET_VBASE, mem, true);
+        let mut state = RunState::new(self.cpu, self.rng, self.trace, self.budget);
+        let r = self.exec(prog, &mut dynamic, &mut state, PACKET_VBASE, len);
+        self.rng = state.rng;
+        r
     }
 
     /// Runs an XDP program on one frame: r1 points to a `struct xdp_md`
     /// whose `data`, `data_end` and `data_meta` address the frame. Returns r0
-    /// (the verdict).
+    /// (the verdict); the frame's offsets and `redirect` reflect what the
+    /// program did.
     ///
     /// # Errors
     /// The [`Fault`] that ended the run.
@@ -433,29 +311,44 @@ impl Vm {
         ] {
             ctx[at..at + 4].copy_from_slice(&val.to_le_bytes());
         }
-        let mut regions = Regions::new();
-        let visible = &mut frame.buf[frame.meta..frame.end];
-        regions.table[REGION_PACKET] =
-            mem::Region::new(PACKET_VBASE + frame.meta as u64, visible, true);
-        regions.table[REGION_CTX] = mem::Region::new(CTX_VBASE, &mut ctx, false);
-        self.exec(prog, &mut regions, CTX_VBASE, 0)
+        let buf_len = frame.buf.len();
+        let whole = Region::new(PACKET_VBASE, frame.buf, true);
+        let mut dynamic = [Region::EMPTY; DYN_REGIONS];
+        dynamic[REGION_PACKET] = whole.sub(frame.meta, frame.end - frame.meta);
+        dynamic[REGION_CTX] = Region::new(CTX_VBASE, &mut ctx, false);
+        let mut state = RunState::new(self.cpu, self.rng, self.trace, self.budget);
+        state.xdp = Some(XdpState {
+            whole,
+            buf_len,
+            meta: frame.meta,
+            data: frame.data,
+            end: frame.end,
+        });
+        let r = self.exec(prog, &mut dynamic, &mut state, CTX_VBASE, 0);
+        self.rng = state.rng;
+        if let Some(x) = &state.xdp {
+            (frame.meta, frame.data, frame.end) = (x.meta, x.data, x.end);
+        }
+        frame.redirect = state.redirect;
+        r
     }
 
     fn exec(
         &mut self,
         prog: &Program,
-        regions: &mut Regions,
+        dynamic: &mut [Region; DYN_REGIONS],
+        state: &mut RunState,
         r1: u64,
         r2: u64,
     ) -> Result<u64, Fault> {
-        regions.table[REGION_STACK] = mem::Region::new(STACK_VBASE, &mut self.stack.0[..], true);
+        dynamic[REGION_STACK] = Region::new(STACK_VBASE, &mut self.stack.0[..], true);
         let mut reg = [0u64; 16];
         reg[1] = r1;
         reg[2] = r2;
         reg[10] = STACK_VBASE + STACK_SIZE as u64;
-        let result = run(prog, regions, &mut reg, self.budget);
+        let result = run(prog, dynamic, state, &mut reg);
         // No pointer into the caller's buffers outlives the run.
-        *regions = Regions::new();
+        *dynamic = [Region::EMPTY; DYN_REGIONS];
         result
     }
 }
@@ -473,11 +366,16 @@ fn bswap(v: u64, bits: u32) -> u64 {
 #[inline(never)]
 fn run(
     prog: &Program,
-    regions: &mut Regions,
+    dynamic: &mut [Region; DYN_REGIONS],
+    state: &mut RunState,
     reg: &mut [u64; 16],
-    limit: u64,
 ) -> Result<u64, Fault> {
     let slots = &prog.slots[..];
+    let mut regions = Regions {
+        dynamic,
+        fixed: &prog.map_regions,
+    };
+    let limit = state.limit;
     let mut frames: [Frame; MAX_FRAMES] = std::array::from_fn(|_| Frame {
         ret: 0,
         saved: [0; 5],
@@ -486,7 +384,7 @@ fn run(
     let mut pc = 0usize;
     // Start of the current straight-line run, and instructions charged so far.
     let mut seg = 0usize;
-    let mut used = 0u64;
+    let mut used = state.used;
 
     macro_rules! charge {
         ($to:expr) => {{
@@ -712,9 +610,38 @@ fn run(
                 let (id, f) = prog.helpers[imm as usize];
                 let args = [reg[1], reg[2], reg[3], reg[4], reg[5]];
                 let mut cx = CallCtx {
-                    regions: &mut *regions,
+                    regions: &mut regions,
+                    state,
+                    maps: &prog.maps,
                 };
                 reg[0] = f(&mut cx, args).map_err(|e| helper_fault(pc, id, e))?;
+            }
+            Op::TailCall => {
+                // bpf_tail_call(ctx, prog_array, index): on success the run
+                // continues in the target program and never comes back; on
+                // failure execution goes on after the call, r0 untouched.
+                if depth == 0 && state.tail_calls < MAX_TAIL_CALLS {
+                    let cx = CallCtx {
+                        regions: &mut regions,
+                        state,
+                        maps: &prog.maps,
+                    };
+                    let next = cx
+                        .map(2, reg[2])
+                        .ok()
+                        .and_then(|m| m.downcast::<ProgArray>())
+                        .and_then(|a| u32::try_from(reg[3]).ok().and_then(|i| a.load(i)));
+                    if let Some(next) = next {
+                        used += (pc - seg + 1) as u64;
+                        if used > limit {
+                            return Err(Fault::Budget { pc, limit });
+                        }
+                        state.used = used;
+                        state.tail_calls += 1;
+                        let Regions { dynamic, .. } = regions;
+                        return run(&next, dynamic, state, reg);
+                    }
+                }
             }
             Op::Callx => {
                 let target = reg[d];
@@ -725,7 +652,9 @@ fn run(
                     .ok_or(Fault::BadCallx { pc, target })?;
                 let args = [reg[1], reg[2], reg[3], reg[4], reg[5]];
                 let mut cx = CallCtx {
-                    regions: &mut *regions,
+                    regions: &mut regions,
+                    state,
+                    maps: &prog.maps,
                 };
                 reg[0] = f(&mut cx, args).map_err(|e| helper_fault(pc, target as u32, e))?;
             }
@@ -912,6 +841,7 @@ mod tests {
             end: 256 + 64,
             ingress_ifindex: 3,
             rx_queue_index: 1,
+            redirect: None,
         };
         assert_eq!(Vm::new().run_xdp(&p, &mut frame), Ok(164));
         // Headroom before data is not visible.

@@ -16,7 +16,24 @@
 //! pointed at: in checked mode every pointer argument is translated and
 //! bounds-checked like any load or store.
 
-use crate::interp::{Fault, Regions};
+pub use crate::interp::ctx::{CallCtx, TraceSink};
+use crate::interp::Fault;
+
+mod xdp;
+
+/// XDP verdicts (`enum xdp_action`).
+pub mod action {
+    /// Error: drop and count.
+    pub const XDP_ABORTED: u64 = 0;
+    /// Drop.
+    pub const XDP_DROP: u64 = 1;
+    /// Pass to the host stack.
+    pub const XDP_PASS: u64 = 2;
+    /// Send back out of the same port.
+    pub const XDP_TX: u64 = 3;
+    /// Send out of the port chosen by `bpf_redirect*`.
+    pub const XDP_REDIRECT: u64 = 4;
+}
 
 /// Linux helper numbers used by Sluice (`enum bpf_func_id`).
 pub mod id {
@@ -135,42 +152,21 @@ pub enum HelperError {
         /// Bytes the helper needed.
         len: u64,
     },
+    /// A map argument is not a map of the program.
+    #[error("argument {arg} ({value:#x}) is not a map pointer")]
+    BadMap {
+        /// Argument number, 1-5.
+        arg: u8,
+        /// The register's value.
+        value: u64,
+    },
     /// The helper asked the run to stop (uBPF's "unwind" test helper).
     #[error("helper requested the program to stop")]
     Unwind,
 }
 
-/// What a helper can reach while it runs.
-pub struct CallCtx<'a> {
-    pub(crate) regions: &'a mut Regions,
-}
-
-impl CallCtx<'_> {
-    /// Borrows `len` bytes at program address `addr` for reading.
-    ///
-    /// # Errors
-    /// [`HelperError::BadPointer`] naming argument `arg` when the range is not
-    /// inside one region.
-    pub fn read(&self, arg: u8, addr: u64, len: u64) -> Result<&[u8], HelperError> {
-        self.regions
-            .slice(addr, len)
-            .ok_or(HelperError::BadPointer { arg, addr, len })
-    }
-
-    /// Borrows `len` bytes at program address `addr` for writing.
-    ///
-    /// # Errors
-    /// [`HelperError::BadPointer`] when the range is not inside one writable
-    /// region.
-    pub fn write(&mut self, arg: u8, addr: u64, len: u64) -> Result<&mut [u8], HelperError> {
-        self.regions
-            .slice_mut(addr, len)
-            .ok_or(HelperError::BadPointer { arg, addr, len })
-    }
-}
-
 /// A helper's code.
-pub type HelperFn = fn(&mut CallCtx<'_>, [u64; 5]) -> Result<u64, HelperError>;
+pub type HelperFn = fn(&mut CallCtx<'_, '_>, [u64; 5]) -> Result<u64, HelperError>;
 
 /// One registered helper.
 #[derive(Clone, Copy, Debug)]
