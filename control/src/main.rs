@@ -9,10 +9,14 @@
 //! sluice asm FILE [-o OUT]              assemble conformance-syntax text to bytecode
 //! sluice disasm FILE                    disassemble raw bytecode
 //! sluice exec FILE [--mem HEX]          run a plain-memory program, print r0
+//! sluice prog run OBJ [--section S] --data-in F [--data-out F] [--repeat N]
+//!                 [--map NAME:KEY=VALUE]... [--dump-maps] [--pcap-in F [--pcap-out F]] [-j]
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+mod prog;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -31,7 +35,19 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ProgCmd {
+    /// Run a program of an ELF object on a packet or a capture, like
+    /// `bpftool prog run`.
+    Run(prog::RunArgs),
+}
+
+#[derive(Subcommand)]
 enum Cmd {
+    /// Programs: `sluice prog run OBJ --data-in FILE ...`.
+    Prog {
+        #[command(subcommand)]
+        cmd: ProgCmd,
+    },
     /// Assemble every program of the bpf_conformance suite from its source
     /// text and run it in the interpreter; report each failure and a summary.
     Conformance {
@@ -78,6 +94,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Cmd::Prog {
+            cmd: ProgCmd::Run(a),
+        } => {
+            let json = a.json;
+            match prog::run(&a) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) if json => {
+                    println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => Err(e),
+            }
+        }
         Cmd::Conformance { shared, verbose } => conformance(&shared_dir(shared)?, verbose),
         Cmd::Asm { file, output } => {
             let (insns, _) = load_text(&file)?;

@@ -1,30 +1,563 @@
 //! Sluice's dataplane: the part that moves packets.
 //!
-//! This crate will own (see the project's issues and `shared/DESIGN.md`):
+//! * **Workers** ([`worker`]): one poll-mode thread per core, pinned with
+//!   `core_affinity` to cores of the process's allowed set. Each owns a set
+//!   of (port, queue) RX queues and one TX queue on every port; it moves
+//!   bursts of 32-64 packets through the current program and acts on each
+//!   verdict (DROP, TX, REDIRECT to any port, PASS to a bounded host queue,
+//!   ABORTED counted), with one `tx_burst` per destination per burst.
+//! * **Program slots** ([`slot`]): per port and hook (ingress, egress),
+//!   swapped atomically while traffic flows; a compare-and-swap form
+//!   replaces a program only if the slot still holds the expected version.
+//! * **Statistics** ([`stats`]): per worker and port, cache-line padded,
+//!   summed by the control side; every received packet has one verdict.
+//! * **Per-CPU state**: per-CPU maps are per worker; worker *i* runs its
+//!   programs as CPU *i* (`bpf_get_smp_processor_id()` returns *i*), so
+//!   objects must be loaded with `ncpus` equal to [`Dataplane::workers`].
 //!
-//! * **Workers**: one poll-mode thread per pinned core (`core_affinity`,
-//!   only cores in the process's allowed set), each owning a set of
-//!   (port, queue) RX queues. A worker pulls a burst of 32-64 packets,
-//!   loads the hook's program once per burst, runs it on every packet
-//!   (interpreter or JIT from `sluice-bpf`) and acts on the verdict: DROP
-//!   recycles the buffer, TX and REDIRECT queue it for one `tx_burst` per
-//!   destination per burst, PASS hands it to the host stack's bounded queue,
-//!   ABORTED is counted. Nothing on that path allocates, locks, logs or
-//!   makes a syscall.
-//! * **Program slots**: per port and hook (ingress, egress), swapped
-//!   atomically by the control thread, with the old version released only
-//!   after every worker has passed a quiescent point; compare-and-swap
-//!   replacement; pinned maps handed to the next version.
-//! * **Per-CPU state**: per-CPU maps are per worker, and
-//!   `bpf_get_smp_processor_id()` is the worker index.
-//! * **The host stack**: a smoltcp interface that owns the dataplane's own
-//!   addresses, fed by PASS traffic, answering ARP/ND, ping and the control
-//!   API over TCP.
-//! * **Statistics**: per worker, port and queue, cache-line padded counters
-//!   summed only by the control thread.
-//! * **A library API** (builder and handle) that `sluice-control` and NFV
-//!   programs embed.
-//!
-//! Drivers are known only through the `sluice-drivers` burst trait.
-//!
-//! Nothing is implemented here yet: the eBPF runtime comes first.
+//! [`Dataplane::builder`] is the library API that the `sluice` command line
+//! and NFV programs embed.
+
+pub mod slot;
+pub mod stats;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use sluice_bpf::Program;
+use sluice_drivers::{Frame, Port, PortError, PortInfo, DEFAULT_BURST, MAX_BURST};
+
+pub use slot::{ProgramSlot, Quiescence, StaleVersion, Version};
+pub use stats::{PortCounters, PortSnapshot};
+
+/// Where a program is attached on a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// Every received packet.
+    Ingress,
+    /// Every packet about to be sent.
+    Egress,
+}
+
+/// What an idle worker does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IdlePolicy {
+    /// Spin, as DPDK does: lowest latency, a full core always.
+    Spin,
+    /// Spin for a while, then yield, then sleep 50 µs between polls: for
+    /// shared machines, tests and demos.
+    #[default]
+    Adaptive,
+}
+
+/// Why the dataplane cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// A port or queue failed to open.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// A core is not in the process's allowed CPU set.
+    #[error("core {core} is not in this process's allowed CPU set ({allowed})")]
+    CoreNotAllowed {
+        /// The core asked for.
+        core: usize,
+        /// The allowed cores.
+        allowed: String,
+    },
+    /// A port has fewer TX queues than there are workers.
+    #[error("port {port} has {tx_queues} TX queues, fewer than the {workers} workers")]
+    TooFewTxQueues {
+        /// Port name.
+        port: String,
+        /// Its TX queues.
+        tx_queues: u16,
+        /// Workers.
+        workers: usize,
+    },
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+    /// A worker thread could not be started.
+    #[error("starting worker {worker}: {source}")]
+    Spawn {
+        /// Worker index.
+        worker: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A port and its hooks, as the workers see it.
+pub(crate) struct PortEntry {
+    /// Held so the port outlives every queue the workers opened on it.
+    #[allow(dead_code)]
+    pub port: Arc<dyn Port>,
+    pub info: PortInfo,
+    pub ingress: ProgramSlot,
+    pub egress: ProgramSlot,
+    /// PASS traffic for the host stack.
+    pub host_rx: ArrayQueue<Frame>,
+    /// Frames the host stack sends out of this port.
+    pub host_tx: ArrayQueue<Frame>,
+}
+
+/// State shared by the workers and the control side.
+pub(crate) struct Shared {
+    pub ports: Vec<PortEntry>,
+    pub stats: Vec<Vec<PortCounters>>,
+    pub quiescence: Quiescence,
+    pub stop: AtomicBool,
+    pub host_stack: bool,
+    pub idle: IdlePolicy,
+}
+
+impl Shared {
+    #[inline]
+    pub(crate) fn port_by_ifindex(&self, ifindex: u32) -> Option<usize> {
+        self.ports.iter().position(|p| p.info.ifindex == ifindex)
+    }
+}
+
+/// Builds a [`Dataplane`].
+pub struct Builder {
+    ports: Vec<Arc<dyn Port>>,
+    cores: Option<Vec<usize>>,
+    burst: usize,
+    programs: Vec<(usize, Hook, Arc<Program>, String)>,
+    host_stack: bool,
+    pass_queue: usize,
+    idle: IdlePolicy,
+}
+
+/// The cores this process may run on (`sched_getaffinity`).
+pub fn allowed_cores() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+impl Builder {
+    /// Adds a port; ports are numbered in the order they are added.
+    pub fn port(mut self, port: Arc<dyn Port>) -> Builder {
+        self.ports.push(port);
+        self
+    }
+
+    /// The cores to run workers on, one worker each (default: one worker on
+    /// the last allowed core).
+    pub fn cores(mut self, cores: Vec<usize>) -> Builder {
+        self.cores = Some(cores);
+        self
+    }
+
+    /// Packets per RX burst (1..=64; default 32).
+    pub fn burst(mut self, n: usize) -> Builder {
+        self.burst = n;
+        self
+    }
+
+    /// Attaches a program to a port's hook at start.
+    pub fn program(
+        mut self,
+        port: usize,
+        hook: Hook,
+        program: Arc<Program>,
+        label: &str,
+    ) -> Builder {
+        self.programs.push((port, hook, program, label.to_string()));
+        self
+    }
+
+    /// Whether PASS traffic goes to a host stack (through
+    /// [`Dataplane::host_rx`]); without one it is counted and dropped.
+    pub fn host_stack(mut self, on: bool) -> Builder {
+        self.host_stack = on;
+        self
+    }
+
+    /// Capacity of each port's PASS queue (default 1024).
+    pub fn pass_queue(mut self, n: usize) -> Builder {
+        self.pass_queue = n;
+        self
+    }
+
+    /// What idle workers do.
+    pub fn idle(mut self, p: IdlePolicy) -> Builder {
+        self.idle = p;
+        self
+    }
+
+    /// The worker count this builder will start.
+    pub fn workers(&self) -> usize {
+        self.cores.as_ref().map_or(1, Vec::len)
+    }
+
+    /// Opens every queue and starts the workers.
+    ///
+    /// # Errors
+    /// A [`DataplaneError`] naming the port, queue or core at fault;
+    /// nothing is left running.
+    pub fn start(self) -> Result<Dataplane, DataplaneError> {
+        if self.ports.is_empty() {
+            return Err(DataplaneError::Config("no ports".into()));
+        }
+        if !(1..=MAX_BURST).contains(&self.burst) {
+            return Err(DataplaneError::Config(format!(
+                "burst {} is not in 1..={MAX_BURST}",
+                self.burst
+            )));
+        }
+        let allowed = allowed_cores();
+        let cores: Vec<Option<usize>> = match &self.cores {
+            Some(c) if c.is_empty() => return Err(DataplaneError::Config("no cores".into())),
+            Some(c) => {
+                for &core in c {
+                    if !allowed.is_empty() && !allowed.contains(&core) {
+                        return Err(DataplaneError::CoreNotAllowed {
+                            core,
+                            allowed: format!("{allowed:?}"),
+                        });
+                    }
+                }
+                c.iter().map(|&c| Some(c)).collect()
+            }
+            None => vec![allowed.last().copied()],
+        };
+        let workers = cores.len();
+        let infos: Vec<PortInfo> = self.ports.iter().map(|p| p.info().clone()).collect();
+        for info in &infos {
+            if usize::from(info.tx_queues) < workers {
+                return Err(DataplaneError::TooFewTxQueues {
+                    port: info.name.clone(),
+                    tx_queues: info.tx_queues,
+                    workers,
+                });
+            }
+        }
+        // Queues: RX queues round-robin over workers; each worker gets TX
+        // queue `w` of every port.
+        let mut rx: Vec<Vec<worker::RxAssignment>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut next = 0;
+        for (p, port) in self.ports.iter().enumerate() {
+            for q in 0..infos[p].rx_queues {
+                rx[next % workers].push(worker::RxAssignment {
+                    port: p,
+                    queue: q,
+                    q: port.open_rx(q)?,
+                });
+                next += 1;
+            }
+        }
+        let mut tx = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let mut t = Vec::with_capacity(self.ports.len());
+            for port in &self.ports {
+                t.push(port.open_tx(w as u16)?);
+            }
+            tx.push(t);
+        }
+        let pass = self.pass_queue.max(1);
+        let ports: Vec<PortEntry> = self
+            .ports
+            .iter()
+            .zip(&infos)
+            .map(|(port, info)| PortEntry {
+                port: port.clone(),
+                info: info.clone(),
+                ingress: ProgramSlot::new(),
+                egress: ProgramSlot::new(),
+                host_rx: ArrayQueue::new(pass),
+                host_tx: ArrayQueue::new(pass),
+            })
+            .collect();
+        for (p, hook, prog, label) in self.programs {
+            let entry = ports.get(p).ok_or_else(|| {
+                DataplaneError::Config(format!(
+                    "program attached to port {p}, which does not exist"
+                ))
+            })?;
+            let slot = if hook == Hook::Ingress {
+                &entry.ingress
+            } else {
+                &entry.egress
+            };
+            slot.store(Some(prog), label);
+        }
+        let shared = Arc::new(Shared {
+            stats: (0..workers)
+                .map(|_| (0..ports.len()).map(|_| PortCounters::default()).collect())
+                .collect(),
+            ports,
+            quiescence: Quiescence::new(workers),
+            stop: AtomicBool::new(false),
+            host_stack: self.host_stack,
+            idle: self.idle,
+        });
+        let mut threads = Vec::with_capacity(workers);
+        for (w, ((core, rx), tx)) in cores.into_iter().zip(rx).zip(tx).enumerate() {
+            let worker = worker::Worker {
+                index: w,
+                core,
+                rx,
+                tx,
+                shared: shared.clone(),
+                burst_size: self.burst,
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("sluice-w{w}"))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(h) => threads.push(h),
+                Err(source) => {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    for h in threads {
+                        let _ = h.join();
+                    }
+                    return Err(DataplaneError::Spawn { worker: w, source });
+                }
+            }
+        }
+        Ok(Dataplane {
+            shared,
+            threads,
+            started: Instant::now(),
+            workers,
+        })
+    }
+}
+
+/// A running dataplane.
+pub struct Dataplane {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    started: Instant,
+    workers: usize,
+}
+
+/// Counters of one port: per worker, summed, and per driver queue.
+#[derive(Debug, Clone)]
+pub struct PortStats {
+    /// The port.
+    pub info: PortInfo,
+    /// Sum over workers.
+    pub total: PortSnapshot,
+    /// Per worker.
+    pub per_worker: Vec<PortSnapshot>,
+    /// Ingress program version (0: none).
+    pub ingress_version: u64,
+    /// Egress program version (0: none).
+    pub egress_version: u64,
+}
+
+/// A snapshot of every counter.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Seconds since start.
+    pub elapsed: Duration,
+    /// Per port.
+    pub ports: Vec<PortStats>,
+}
+
+impl Dataplane {
+    /// A builder with defaults: one worker, bursts of 32, no host stack.
+    pub fn builder() -> Builder {
+        Builder {
+            ports: Vec::new(),
+            cores: None,
+            burst: DEFAULT_BURST,
+            programs: Vec::new(),
+            host_stack: false,
+            pass_queue: 1024,
+            idle: IdlePolicy::default(),
+        }
+    }
+
+    /// Workers running.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The ports, in order.
+    pub fn ports(&self) -> Vec<PortInfo> {
+        self.shared.ports.iter().map(|p| p.info.clone()).collect()
+    }
+
+    fn slot(&self, port: usize, hook: Hook) -> Option<&ProgramSlot> {
+        let e = self.shared.ports.get(port)?;
+        Some(if hook == Hook::Ingress {
+            &e.ingress
+        } else {
+            &e.egress
+        })
+    }
+
+    /// Attaches `program` (replacing whatever runs); returns the new
+    /// version, or `None` when the port does not exist.
+    pub fn attach(
+        &self,
+        port: usize,
+        hook: Hook,
+        program: Arc<Program>,
+        label: &str,
+    ) -> Option<u64> {
+        Some(
+            self.slot(port, hook)?
+                .store(Some(program), label.to_string()),
+        )
+    }
+
+    /// Replaces the program only if version `expected` still runs.
+    ///
+    /// # Errors
+    /// [`StaleVersion`] when another version runs; nothing changes.
+    pub fn replace(
+        &self,
+        port: usize,
+        hook: Hook,
+        expected: u64,
+        program: Option<Arc<Program>>,
+        label: &str,
+    ) -> Result<u64, StaleVersion> {
+        match self.slot(port, hook) {
+            Some(s) => s.compare_and_store(expected, program, label.to_string()),
+            None => Err(StaleVersion {
+                expected,
+                current: 0,
+            }),
+        }
+    }
+
+    /// The version running on a hook (0: none).
+    pub fn version(&self, port: usize, hook: Hook) -> u64 {
+        self.slot(port, hook).map_or(0, ProgramSlot::version)
+    }
+
+    /// The program version running on a hook.
+    pub fn program(&self, port: usize, hook: Hook) -> Option<Arc<Version>> {
+        self.slot(port, hook)?.load()
+    }
+
+    /// Waits until every worker has finished the burst it was in when this
+    /// was called: after a swap, no worker runs the old version any more.
+    pub fn wait_quiescent(&self, timeout: Duration) -> bool {
+        self.shared.quiescence.wait(timeout)
+    }
+
+    /// A frame the program passed on `port`, for the host stack.
+    pub fn host_rx(&self, port: usize) -> Option<Frame> {
+        self.shared.ports.get(port)?.host_rx.pop()
+    }
+
+    /// Queues a frame from the host stack for `port`; gives it back when the
+    /// queue is full or the port does not exist.
+    pub fn host_tx(&self, port: usize, frame: Frame) -> Result<(), Frame> {
+        match self.shared.ports.get(port) {
+            Some(e) => e.host_tx.push(frame),
+            None => Err(frame),
+        }
+    }
+
+    /// Reads every counter.
+    pub fn stats(&self) -> Stats {
+        let ports = self
+            .shared
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(p, e)| {
+                let per_worker: Vec<PortSnapshot> =
+                    self.shared.stats.iter().map(|w| w[p].snapshot()).collect();
+                let mut total = PortSnapshot::default();
+                for s in &per_worker {
+                    total += *s;
+                }
+                PortStats {
+                    info: e.info.clone(),
+                    total,
+                    per_worker,
+                    ingress_version: e.ingress.version(),
+                    egress_version: e.egress.version(),
+                }
+            })
+            .collect();
+        Stats {
+            elapsed: self.started.elapsed(),
+            ports,
+        }
+    }
+
+    /// Stops the workers, waits for them, and returns the final counters.
+    pub fn stop(mut self) -> Stats {
+        self.shutdown();
+        self.stats()
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+        // Passed frames nobody consumed go back to their pools.
+        for e in &self.shared.ports {
+            while e.host_rx.pop().is_some() {}
+            while e.host_tx.pop().is_some() {}
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Parses a core list in DPDK's `-l` grammar: `0-3,8`, `2`, `1,3-4`.
+///
+/// # Errors
+/// A message naming the bad element.
+pub fn parse_core_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut cores = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let num = |x: &str| {
+            x.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("core list {s:?}: {x:?} is not a core number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("core list {s:?}: range {part:?} is backwards"));
+                }
+                cores.extend(a..=b);
+            }
+            None => cores.push(num(part)?),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(d) = cores.iter().find(|c| !seen.insert(**c)) {
+        return Err(format!("core list {s:?}: core {d} appears twice"));
+    }
+    Ok(cores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_core_list;
+
+    #[test]
+    fn core_lists() {
+        assert_eq!(parse_core_list("0-3,8").unwrap(), vec![0, 1, 2, 3, 8]);
+        assert_eq!(parse_core_list("1").unwrap(), vec![1]);
+        assert!(parse_core_list("3-1").unwrap_err().contains("backwards"));
+        assert!(parse_core_list("1,x").unwrap_err().contains("\"x\""));
+        assert!(parse_core_list("1,1").unwrap_err().contains("twice"));
+        assert!(parse_core_list("").is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! The poll-mode worker: one thread per core, moving bursts of packets
+//! through the current program of each port.
+//!
+//! Per burst a worker loads the port's ingress program once, runs it on
+//! every frame, sorts the frames by verdict (drop, TX, redirect, pass),
+//! runs each destination port's egress program, and issues one `tx_burst`
+//! per destination. Then it marks a quiescent point. Nothing on this path
+//! allocates, takes a lock, logs or makes a syscall (reading the clock for
+//! the program-time counter goes through the vDSO).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_bpf::helpers::action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
+use sluice_bpf::interp::XdpFrame;
+use sluice_bpf::Vm;
+use sluice_drivers::{Burst, Frame, RxQueue, TxQueue, MAX_BURST};
+
+use crate::slot::Version;
+use crate::stats::PortCounters as C;
+use crate::{IdlePolicy, Shared};
+
+/// An RX queue a worker polls.
+pub(crate) struct RxAssignment {
+    pub port: usize,
+    pub queue: u16,
+    pub q: Box<dyn RxQueue>,
+}
+
+/// Everything one worker owns.
+pub(crate) struct Worker {
+    pub index: usize,
+    pub core: Option<usize>,
+    pub rx: Vec<RxAssignment>,
+    /// One TX queue on every port.
+    pub tx: Vec<Box<dyn TxQueue>>,
+    pub shared: Arc<Shared>,
+    pub burst_size: usize,
+}
+
+/// Tries a full TX ring this many times (reclaiming in between) before the
+/// rest of a burst is dropped and counted.
+const TX_RETRIES: usize = 4;
+
+impl Worker {
+    pub(crate) fn run(mut self) {
+        if let Some(core) = self.core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                tracing::warn!(
+                    worker = self.index,
+                    core,
+                    "could not pin the worker to its core"
+                );
+            }
+        }
+        let shared = self.shared.clone();
+        let w = self.index;
+        let mut vm = Vm::for_cpu(w as u32);
+        let mut rx_burst = Burst::new(self.burst_size);
+        let mut tx_bursts: Vec<Burst> = (0..shared.ports.len())
+            .map(|_| Burst::new(MAX_BURST))
+            .collect();
+        let mut epoch = 0u64;
+        let mut idle_rounds = 0u32;
+        shared.quiescence.mark(w, epoch);
+        while !shared.stop.load(Ordering::Relaxed) {
+            let mut moved = 0;
+            for a in &mut self.rx {
+                let n = a.q.rx_burst(&mut rx_burst);
+                if n == 0 {
+                    continue;
+                }
+                moved += n;
+                process(
+                    &shared,
+                    w,
+                    &mut vm,
+                    a.port,
+                    a.queue,
+                    &mut rx_burst,
+                    &mut tx_bursts,
+                );
+                flush(&shared, w, &mut vm, &mut self.tx, &mut tx_bursts);
+            }
+            moved += drain_host_tx(&shared, w, &mut tx_bursts);
+            flush(&shared, w, &mut vm, &mut self.tx, &mut tx_bursts);
+            for t in &mut self.tx {
+                t.poll();
+            }
+            epoch += 1;
+            shared.quiescence.mark(w, epoch);
+            if moved == 0 {
+                idle_rounds = idle_rounds.saturating_add(1);
+                idle(shared.idle, idle_rounds);
+            } else {
+                idle_rounds = 0;
+            }
+        }
+        // Frames still in hand go back to their pools when the bursts drop.
+        shared.quiescence.mark(w, crate::slot::OFFLINE);
+    }
+}
+
+fn idle(policy: IdlePolicy, rounds: u32) {
+    match policy {
+        IdlePolicy::Spin => std::hint::spin_loop(),
+        IdlePolicy::Adaptive => {
+            if rounds < 1024 {
+                std::hint::spin_loop();
+            } else if rounds < 4096 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+}
+
+/// Runs `version` on one frame; returns the verdict and the redirect
+/// target. A fault is an abort.
+#[inline]
+fn run_program(
+    vm: &mut Vm,
+    version: &Version,
+    frame: &mut Frame,
+    ifindex: u32,
+    queue: u16,
+    counters: &C,
+) -> (u64, Option<u32>) {
+    let (head, len) = (frame.head(), frame.len());
+    let mut xf = XdpFrame {
+        buf: frame.buffer_mut(),
+        meta: head,
+        data: head,
+        end: head + len,
+        ingress_ifindex: ifindex,
+        rx_queue_index: u32::from(queue),
+        redirect: None,
+    };
+    let r = vm.run_xdp(&version.program, &mut xf);
+    let (data, end, redirect) = (xf.data, xf.end, xf.redirect);
+    frame.set_bounds(data, end - data);
+    match r {
+        Ok(v) => (v, redirect),
+        Err(_) => {
+            C::add(&counters.prog_faults, 1);
+            (XDP_ABORTED, None)
+        }
+    }
+}
+
+fn process(
+    shared: &Shared,
+    w: usize,
+    vm: &mut Vm,
+    port: usize,
+    queue: u16,
+    burst: &mut Burst,
+    tx: &mut [Burst],
+) {
+    let entry = &shared.ports[port];
+    let c = &shared.stats[w][port];
+    let n = burst.len();
+    c.batch(n);
+    C::add(&c.rx_packets, n as u64);
+    C::add(&c.rx_bytes, burst.iter().map(|f| f.len() as u64).sum());
+    let program = entry.ingress.load();
+    let started = program.as_ref().map(|_| Instant::now());
+    let ifindex = entry.info.ifindex;
+    burst.drain_front(n, |mut frame| {
+        let (verdict, target) = match &program {
+            None => (XDP_PASS, None),
+            Some(v) => run_program(vm, v, &mut frame, ifindex, queue, c),
+        };
+        match verdict {
+            XDP_DROP => C::add(&c.xdp_drop, 1),
+            XDP_TX => {
+                C::add(&c.xdp_tx, 1);
+                queue_tx(&mut tx[port], frame, c);
+            }
+            XDP_REDIRECT => {
+                C::add(&c.xdp_redirect, 1);
+                match target.and_then(|ifx| shared.port_by_ifindex(ifx)) {
+                    Some(dst) => queue_tx(&mut tx[dst], frame, c),
+                    None => C::add(&c.redirect_invalid, 1),
+                }
+            }
+            XDP_PASS => {
+                C::add(&c.xdp_pass, 1);
+                if !shared.host_stack {
+                    C::add(&c.pass_no_stack, 1);
+                } else if entry.host_rx.push(frame).is_err() {
+                    C::add(&c.pass_full, 1);
+                }
+            }
+            _ => C::add(&c.xdp_aborted, 1),
+        }
+    });
+    if let Some(t) = started {
+        C::add(&c.prog_runs, n as u64);
+        C::add(&c.prog_ns, t.elapsed().as_nanos() as u64);
+    }
+}
+
+/// Queues a frame for a port; a full burst (more than one RX burst's worth
+/// aimed at one port before a flush) drops the frame.
+#[inline]
+fn queue_tx(b: &mut Burst, frame: Frame, c: &C) {
+    if b.push(frame).is_err() {
+        C::add(&c.tx_full, 1);
+    }
+}
+
+/// Frames the host stack wants sent: worker 0 moves them to the TX bursts.
+fn drain_host_tx(shared: &Shared, w: usize, tx: &mut [Burst]) -> usize {
+    if w != 0 || !shared.host_stack {
+        return 0;
+    }
+    let mut moved = 0;
+    for (p, entry) in shared.ports.iter().enumerate() {
+        while !tx[p].is_full() {
+            let Some(f) = entry.host_tx.pop() else { break };
+            C::add(&shared.stats[w][p].host_tx, 1);
+            let _ = tx[p].push(f);
+            moved += 1;
+        }
+    }
+    moved
+}
+
+fn flush(shared: &Shared, w: usize, vm: &mut Vm, txq: &mut [Box<dyn TxQueue>], tx: &mut [Burst]) {
+    for (p, b) in tx.iter_mut().enumerate() {
+        if b.is_empty() {
+            continue;
+        }
+        let entry = &shared.ports[p];
+        let c = &shared.stats[w][p];
+        if let Some(egress) = entry.egress.load() {
+            let n = b.len();
+            let ifindex = entry.info.ifindex;
+            // Egress: the program decides again; anything but a drop or
+            // abort is sent.
+            let mut keep = Burst::new(MAX_BURST);
+            b.drain_front(n, |mut f| {
+                let (v, _) = run_program(vm, &egress, &mut f, ifindex, 0, c);
+                if v == XDP_DROP || v == XDP_ABORTED || v > XDP_REDIRECT {
+                    C::add(&c.egress_drop, 1);
+                } else {
+                    let _ = keep.push(f);
+                }
+            });
+            std::mem::swap(b, &mut keep);
+        }
+        let q = &mut txq[p];
+        for attempt in 0..=TX_RETRIES {
+            let bytes: u64 = b.iter().map(|f| f.len() as u64).sum();
+            let sent = q.tx_burst(b);
+            let left: u64 = b.iter().map(|f| f.len() as u64).sum();
+            C::add(&c.tx_packets, sent as u64);
+            C::add(&c.tx_bytes, bytes - left);
+            if b.is_empty() || attempt == TX_RETRIES {
+                break;
+            }
+            q.poll();
+        }
+        if !b.is_empty() {
+            C::add(&c.tx_full, b.len() as u64);
+            b.free_all();
+        }
+    }
+}
