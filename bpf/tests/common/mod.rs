@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+pub mod kernel;
+pub mod packets;
+
 /// Where `shared/` is: `$SLUICE_SHARED`, else beside the checkout (CI clones
 /// the repository next to `shared/`), else `/work/shared`.
 pub fn shared_dir() -> PathBuf {
