@@ -9,6 +9,8 @@
 //! sluice asm FILE [-o OUT]              assemble conformance-syntax text to bytecode
 //! sluice disasm FILE                    disassemble raw bytecode
 //! sluice exec FILE [--mem HEX]          run a plain-memory program, print r0
+//! sluice run --port SPEC... [--prog OBJ[:SEC]] [--attach PORT=OBJ[:SEC]]... [--cores LIST]
+//!            [--engine interp|jit] [--duration SECS] [--config FILE] [-j]
 //! sluice prog run OBJ [--section S] --data-in F [--data-out F] [--repeat N]
 //!                 [--map NAME:KEY=VALUE]... [--dump-maps] [--pcap-in F [--pcap-out F]] [-j]
 //! ```
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod prog;
+mod run;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -43,6 +46,8 @@ enum ProgCmd {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a dataplane: ports, programs, cores; live status, final table.
+    Run(run::RunArgs),
     /// Programs: `sluice prog run OBJ --data-in FILE ...`.
     Prog {
         #[command(subcommand)]
@@ -94,6 +99,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Cmd::Run(a) => {
+            let json = a.json;
+            match run::run(a) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) if json => {
+                    println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => Err(e),
+            }
+        }
         Cmd::Prog {
             cmd: ProgCmd::Run(a),
         } => {

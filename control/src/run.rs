@@ -1,0 +1,407 @@
+//! `sluice run`: a dataplane in the foreground, for a fixed time or until
+//! Ctrl-C, with a live status line and final statistics.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::json;
+use sluice_bpf::object::{LoadOptions, LoadedObject};
+use sluice_bpf::Program;
+use sluice_dataplane::{parse_core_list, Dataplane, Hook, PortSnapshot, Stats};
+use sluice_drivers::spec::{self, PortSpec};
+
+/// Arguments of `sluice run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A port: `ring:NAME[,peer=OTHER]`, `null[:size=64]`,
+    /// `pcap:in=FILE[,out=FILE]` (repeatable; numbered from 0 in order).
+    #[arg(long = "port", value_name = "SPEC")]
+    pub ports: Vec<String>,
+    /// Program for every port's ingress: `OBJ[:SECTION]`.
+    #[arg(long, value_name = "OBJ[:SECTION]")]
+    pub prog: Option<String>,
+    /// Program for one port: `PORT=OBJ[:SECTION]` (PORT is its number or
+    /// name; `PORT/egress=...` attaches to the egress hook).
+    #[arg(long = "attach", value_name = "PORT=OBJ[:SECTION]")]
+    pub attach: Vec<String>,
+    /// Cores to run workers on, DPDK `-l` style: `0-3,8`.
+    #[arg(long)]
+    pub cores: Option<String>,
+    /// Execution engine.
+    #[arg(long, default_value = "interp")]
+    pub engine: String,
+    /// Stop after this many seconds (default: until Ctrl-C, or until every
+    /// finite port is drained).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Packets per burst.
+    #[arg(long, default_value_t = 32)]
+    pub burst: usize,
+    /// A TOML configuration file with the same content (the flags above
+    /// override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// No live status line.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Final statistics as one JSON object on stdout.
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+/// The TOML configuration of `sluice run` (and, later, the daemon).
+///
+/// ```toml
+/// cores = "0-1"
+/// engine = "interp"
+/// duration = 10
+/// burst = 32
+/// program = "fwd.o:xdp"          # every port's ingress, unless a port says otherwise
+///
+/// [[port]]
+/// spec = "null:size=64"
+///
+/// [[port]]
+/// spec = "pcap:out=out.pcap"
+/// program = "other.o"
+/// egress = "stamp.o:xdp"
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Cores, `0-3,8` style.
+    pub cores: Option<String>,
+    /// `interp` or `jit`.
+    pub engine: Option<String>,
+    /// Seconds to run.
+    pub duration: Option<f64>,
+    /// Packets per burst.
+    pub burst: Option<usize>,
+    /// Default ingress program, `OBJ[:SECTION]`.
+    pub program: Option<String>,
+    /// Ports, in order.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortConfig>,
+}
+
+/// One `[[port]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// The port specification, as `--port` takes it.
+    pub spec: String,
+    /// Ingress program, `OBJ[:SECTION]`.
+    pub program: Option<String>,
+    /// Egress program, `OBJ[:SECTION]`.
+    pub egress: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks a configuration file; errors name the file, line
+    /// and field.
+    ///
+    /// # Errors
+    /// A message with the file, the line and what is wrong.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            match line {
+                Some(l) => anyhow::anyhow!("{}: line {l}: {}", path.display(), e.message()),
+                None => anyhow::anyhow!("{}: {}", path.display(), e.message()),
+            }
+        })?;
+        for (i, p) in cfg.ports.iter().enumerate() {
+            PortSpec::parse(&p.spec)
+                .with_context(|| format!("{}: port[{i}].spec", path.display()))?;
+        }
+        if let Some(c) = &cfg.cores {
+            parse_core_list(c).map_err(|e| anyhow::anyhow!("{}: cores: {e}", path.display()))?;
+        }
+        if let Some(e) = &cfg.engine {
+            check_engine(e).with_context(|| format!("{}: engine", path.display()))?;
+        }
+        Ok(cfg)
+    }
+}
+
+fn check_engine(e: &str) -> Result<()> {
+    match e {
+        "interp" => Ok(()),
+        "jit" => bail!("engine \"jit\": the JIT is not built yet (use interp)"),
+        other => bail!("engine {other:?}: expected interp or jit"),
+    }
+}
+
+/// Splits `OBJ[:SECTION]` (the section may contain `/` and `:`; the object
+/// path ends in `.o`).
+fn obj_section(s: &str) -> (PathBuf, Option<String>) {
+    match s.find(".o:") {
+        Some(i) => (PathBuf::from(&s[..i + 2]), Some(s[i + 3..].to_string())),
+        None => (PathBuf::from(s), None),
+    }
+}
+
+/// Loads programs once per object, for `ncpus` workers.
+struct Loader {
+    ncpus: usize,
+    objects: HashMap<PathBuf, LoadedObject>,
+}
+
+impl Loader {
+    fn program(&mut self, spec: &str) -> Result<(Arc<Program>, String)> {
+        let (path, section) = obj_section(spec);
+        if !self.objects.contains_key(&path) {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let obj = LoadedObject::from_elf(
+                &bytes,
+                &LoadOptions {
+                    ncpus: self.ncpus,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("loading {}", path.display()))?;
+            self.objects.insert(path.clone(), obj);
+        }
+        let obj = &self.objects[&path];
+        let p = match &section {
+            Some(s) => obj
+                .program(s)
+                .with_context(|| format!("{}: no program or section {s:?}", path.display()))?,
+            None => &obj.programs[0],
+        };
+        Ok((p.program.clone(), format!("{}:{}", path.display(), p.name)))
+    }
+}
+
+fn mpps(n: u64, secs: f64) -> f64 {
+    if secs <= 0.0 {
+        0.0
+    } else {
+        n as f64 / secs / 1e6
+    }
+}
+
+fn dropped(s: &PortSnapshot) -> u64 {
+    s.drops().iter().map(|(_, n)| n).sum()
+}
+
+/// `sluice run`.
+pub fn run(a: RunArgs) -> Result<()> {
+    let cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let engine = if a.engine != "interp" {
+        a.engine.clone()
+    } else {
+        cfg.engine.clone().unwrap_or(a.engine.clone())
+    };
+    check_engine(&engine)?;
+    let mut port_cfgs: Vec<PortConfig> = cfg.ports;
+    for p in &a.ports {
+        port_cfgs.push(PortConfig {
+            spec: p.clone(),
+            program: None,
+            egress: None,
+        });
+    }
+    if port_cfgs.is_empty() {
+        bail!("no ports: give --port SPEC (e.g. --port null --port ring:a)");
+    }
+    let specs: Vec<PortSpec> = port_cfgs
+        .iter()
+        .map(|p| PortSpec::parse(&p.spec))
+        .collect::<Result<_, _>>()?;
+    let ports = spec::open(&specs)?;
+    let cores = match a.cores.as_ref().or(cfg.cores.as_ref()) {
+        Some(c) => parse_core_list(c).map_err(anyhow::Error::msg)?,
+        None => vec![*sluice_dataplane::allowed_cores().last().unwrap_or(&0)],
+    };
+    let mut loader = Loader {
+        ncpus: cores.len(),
+        objects: HashMap::new(),
+    };
+    let mut builder = Dataplane::builder()
+        .cores(cores)
+        .burst(a.burst.min(cfg.burst.unwrap_or(a.burst)));
+    let names: Vec<String> = ports.iter().map(|p| p.info().name.clone()).collect();
+    for p in &ports {
+        builder = builder.port(p.clone());
+    }
+    let default_prog = a.prog.clone().or(cfg.program.clone());
+    let mut attach: Vec<(usize, Hook, String)> = Vec::new();
+    for (i, pc) in port_cfgs.iter().enumerate() {
+        if let Some(p) = pc.program.clone().or_else(|| default_prog.clone()) {
+            attach.push((i, Hook::Ingress, p));
+        }
+        if let Some(e) = &pc.egress {
+            attach.push((i, Hook::Egress, e.clone()));
+        }
+    }
+    for spec in &a.attach {
+        let (port, prog) = spec
+            .split_once('=')
+            .with_context(|| format!("--attach {spec:?}: expected PORT=OBJ[:SECTION]"))?;
+        let (port, hook) = match port.strip_suffix("/egress") {
+            Some(p) => (p, Hook::Egress),
+            None => (port.strip_suffix("/ingress").unwrap_or(port), Hook::Ingress),
+        };
+        let idx = port
+            .parse::<usize>()
+            .ok()
+            .filter(|i| *i < names.len())
+            .or_else(|| {
+                names
+                    .iter()
+                    .position(|n| n == port || n.split_once(':').is_some_and(|(_, x)| x == port))
+            })
+            .with_context(|| {
+                format!(
+                    "--attach {spec:?}: no port {port:?} (ports: {})",
+                    names.join(", ")
+                )
+            })?;
+        attach.retain(|(i, h, _)| !(*i == idx && *h == hook));
+        attach.push((idx, hook, prog.to_string()));
+    }
+    for (i, hook, spec) in &attach {
+        let (prog, label) = loader.program(spec)?;
+        builder = builder.program(*i, *hook, prog, &label);
+    }
+    let workers = builder.workers();
+    let dp = builder.start()?;
+    let duration = a.duration.or(cfg.duration).map(Duration::from_secs_f64);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed));
+    }
+    if !a.quiet && !a.json {
+        eprintln!(
+            "sluice: {} ports, {workers} workers, engine {engine}; Ctrl-C stops",
+            names.len()
+        );
+    }
+    let started = Instant::now();
+    let mut last = dp.stats();
+    let mut last_t = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if stop.load(Ordering::Relaxed) || duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        if last_t.elapsed() >= Duration::from_secs(1) {
+            let now = dp.stats();
+            let secs = last_t.elapsed().as_secs_f64();
+            if !a.quiet && !a.json {
+                eprintln!("{}", status_line(&last, &now, secs));
+            }
+            last = now;
+            last_t = Instant::now();
+        }
+    }
+    let stats = dp.stop();
+    if a.json {
+        println!("{}", stats_json(&stats));
+    } else {
+        print_table(&stats);
+    }
+    Ok(())
+}
+
+fn status_line(prev: &Stats, now: &Stats, secs: f64) -> String {
+    let parts: Vec<String> = now
+        .ports
+        .iter()
+        .zip(&prev.ports)
+        .map(|(port, p)| {
+            let (n, p) = (&port.total, &p.total);
+            format!(
+                "{}: rx {:.3} tx {:.3} drop {:.3} Mpps",
+                port.info.name,
+                mpps(n.rx_packets - p.rx_packets, secs),
+                mpps(n.tx_packets - p.tx_packets, secs),
+                mpps(dropped(n) - dropped(p), secs),
+            )
+        })
+        .collect();
+    format!(
+        "[{:>6.1}s] {}",
+        now.elapsed.as_secs_f64(),
+        parts.join(" | ")
+    )
+}
+
+/// The final statistics as JSON.
+pub fn stats_json(s: &Stats) -> serde_json::Value {
+    let ports: Vec<serde_json::Value> = s
+        .ports
+        .iter()
+        .map(|p| {
+            let t = &p.total;
+            let drops: serde_json::Map<String, serde_json::Value> =
+                t.drops().iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
+            json!({
+                "name": p.info.name,
+                "driver": p.info.driver,
+                "ifindex": p.info.ifindex,
+                "rx_packets": t.rx_packets,
+                "tx_packets": t.tx_packets,
+                "rx_bytes": t.rx_bytes,
+                "tx_bytes": t.tx_bytes,
+                "dropped": drops,
+                "passed": t.xdp_pass,
+                "redirected": t.xdp_redirect,
+                "tx_verdicts": t.xdp_tx,
+                "aborted": t.xdp_aborted,
+                "prog_faults": t.prog_faults,
+                "prog_ns_per_packet": if t.prog_runs > 0 { t.prog_ns as f64 / t.prog_runs as f64 } else { 0.0 },
+                "batches": t.batches,
+                "ingress_version": p.ingress_version,
+                "egress_version": p.egress_version,
+            })
+        })
+        .collect();
+    json!({ "duration_secs": s.elapsed.as_secs_f64(), "ports": ports })
+}
+
+fn print_table(s: &Stats) {
+    let secs = s.elapsed.as_secs_f64();
+    println!(
+        "{:<20} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "port", "rx", "tx", "dropped", "passed", "redirect", "aborted", "rx Mpps", "tx Mpps"
+    );
+    for p in &s.ports {
+        let t = &p.total;
+        println!(
+            "{:<20} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9.3} {:>9.3}",
+            p.info.name,
+            t.rx_packets,
+            t.tx_packets,
+            dropped(t),
+            t.xdp_pass,
+            t.xdp_redirect,
+            t.xdp_aborted,
+            mpps(t.rx_packets, secs),
+            mpps(t.tx_packets, secs)
+        );
+        let reasons: Vec<String> = t
+            .drops()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        if !reasons.is_empty() {
+            println!("{:<20} drops: {}", "", reasons.join(" "));
+        }
+    }
+    println!("{:.2} s", secs);
+}
