@@ -340,6 +340,56 @@ pub struct Dataplane {
     workers: usize,
 }
 
+/// The host side of every port: what programs passed (XDP_PASS), and a
+/// queue for frames the host stack sends. Cheap to clone; safe to use from
+/// any thread; never blocks.
+#[derive(Clone)]
+pub struct HostPorts {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HostPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostPorts").field("ports", &self.shared.ports.len()).finish()
+    }
+}
+
+impl HostPorts {
+    /// Number of ports.
+    pub fn len(&self) -> usize {
+        self.shared.ports.len()
+    }
+
+    /// Whether there are no ports.
+    pub fn is_empty(&self) -> bool {
+        self.shared.ports.is_empty()
+    }
+
+    /// A port's description (ifindex, name).
+    pub fn info(&self, port: usize) -> Option<&PortInfo> {
+        self.shared.ports.get(port).map(|p| &p.info)
+    }
+
+    /// The next frame a program passed on `port`.
+    pub fn recv(&self, port: usize) -> Option<Frame> {
+        self.shared.ports.get(port)?.host_rx.pop()
+    }
+
+    /// Queues a frame to be sent out of `port` by a worker; gives it back
+    /// when the queue is full or the port does not exist.
+    pub fn send(&self, port: usize, frame: Frame) -> Result<(), Frame> {
+        match self.shared.ports.get(port) {
+            Some(e) => e.host_tx.push(frame),
+            None => Err(frame),
+        }
+    }
+
+    /// Whether the dataplane is stopping.
+    pub fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+}
+
 /// Counters of one port: per worker, summed, and per driver queue.
 #[derive(Debug, Clone)]
 pub struct PortStats {
@@ -461,6 +511,12 @@ impl Dataplane {
             Some(e) => e.host_tx.push(frame),
             None => Err(frame),
         }
+    }
+
+    /// A handle on the PASS and host-TX queues of every port, for a host
+    /// stack running on its own thread.
+    pub fn host_ports(&self) -> HostPorts {
+        HostPorts { shared: self.shared.clone() }
     }
 
     /// Reads every counter.
