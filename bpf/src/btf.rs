@@ -925,6 +925,50 @@ impl Btf {
         Ok(def)
     }
 
+    /// Where the initial values of the `.maps` variable `name` begin: the
+    /// byte offset of the `values` member in the definition struct that
+    /// `var_type` (the `VAR`'s target) names, or `None` if it has no such
+    /// member. libbpf's `.values = { [i] = &x }` puts one 8-byte pointer per
+    /// index there, each with a relocation in `.rel.maps`.
+    ///
+    /// # Errors
+    /// A [`MapDefError`] if the type cannot be followed to a struct, or the
+    /// member does not start on a byte boundary.
+    pub fn map_values_offset(
+        &self,
+        name: &str,
+        var_type: TypeId,
+    ) -> Result<Option<u32>, MapDefError> {
+        let type_err = |source| MapDefError::Type {
+            map: name.to_string(),
+            source,
+        };
+        let id = self.skip_mods_and_typedefs(var_type).map_err(type_err)?;
+        let def_ty = self.get(id).map_err(type_err)?;
+        let Kind::Struct { members, .. } = &def_ty.kind else {
+            return Err(MapDefError::NotStruct {
+                map: name.to_string(),
+                kind: def_ty.kind.name(),
+            });
+        };
+        for m in members {
+            if self.name(m.name_off).map_err(type_err)? != "values" {
+                continue;
+            }
+            // A pointer array is never a bitfield, so even with the struct's
+            // kind flag set the top 8 bits (the bitfield size) are zero.
+            if m.offset % 8 != 0 {
+                return Err(MapDefError::Member {
+                    map: name.to_string(),
+                    member: "values".into(),
+                    problem: MemberProblem::Values("does not start on a byte boundary"),
+                });
+            }
+            return Ok(Some(m.offset / 8));
+        }
+        Ok(None)
+    }
+
     /// Reads a `__uint(name, n)` member: `int (*name)[n]`, giving `n`.
     fn uint_attr(&self, ty: TypeId) -> Result<u32, MemberProblem> {
         let ptr = self.get(self.skip_mods_and_typedefs(ty)?)?;
@@ -1302,6 +1346,13 @@ mod tests {
         );
         let def = btf.map_def("outer", outer).unwrap();
         assert_eq!((def.map_type, def.value_size), (MapType::ArrayOfMaps, 4));
+        // The builder places member i at bit 64 * i.
+        assert_eq!(btf.map_values_offset("outer", outer), Ok(Some(16)));
+        assert_eq!(btf.map_values_offset("flows", flows), Ok(None));
+        assert!(matches!(
+            btf.map_values_offset("i", int),
+            Err(MapDefError::NotStruct { .. })
+        ));
         let inner = def.inner.unwrap();
         assert_eq!(
             (inner.name.as_str(), inner.map_type),

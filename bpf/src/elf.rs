@@ -28,6 +28,15 @@
 //!    address, for callbacks) gets its target function appended, once, and
 //!    its relative offset rewritten. Appended functions are walked the same
 //!    way, so subprograms are pulled in transitively.
+//! 5. **Initial values** of prog arrays and maps of maps ([`MapSpec::init`]),
+//!    which need both maps and programs: libbpf's `.values = { [i] = &x }`
+//!    in `.maps` (a relocation in `.rel.maps` per index, against a program
+//!    or another map), and iproute2's two conventions for `struct
+//!    bpf_elf_map`: an inner map's `inner_idx` (its key in every outer map
+//!    whose `inner_id` is the inner map's `id`), and tail-call sections
+//!    named `ID/KEY` (put at `KEY` of the prog array whose `id` is `ID`).
+//!    They are only recorded here; [`crate::object`] puts them in place
+//!    once the maps exist and the programs are loaded.
 //!
 //! # Which programs
 //!
@@ -63,10 +72,8 @@
 //!
 //! # Not supported
 //!
-//! CO-RE relocations, kfuncs, `__ksym`/`__kconfig` externs, static linking
-//! of several objects, and the initial contents of map-in-map and prog-array
-//! `values` (`.values = { ... }` in `.maps`, iproute2's `inner_idx`): those
-//! relocations in `.rel.maps` are ignored, so such maps start empty.
+//! CO-RE relocations, kfuncs, `__ksym`/`__kconfig` externs, and static
+//! linking of several objects.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -148,6 +155,47 @@ pub struct MapSpec {
     /// For global data: the section's bytes (zeros for `.bss`), the initial
     /// value of the map's single element.
     pub initial: Option<Vec<u8>>,
+    /// For prog arrays and maps of maps: the elements the map starts with,
+    /// by ascending index (see [`MapInit`]). Empty for every other map.
+    pub init: Vec<MapInit>,
+}
+
+/// One initial element of a prog array or a map of maps.
+///
+/// Where they come from: libbpf's `.values = { [0] = &prog, [2] = &inner }`
+/// on a BTF-defined map, iproute2's `inner_idx` on a `struct bpf_elf_map`,
+/// and iproute2's tail-call sections named `ID/KEY`. A static function in
+/// `.values` (which clang relocates against its section, and libbpf
+/// refuses) is found by its offset, so it works too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapInit {
+    /// Slot `index` of a prog array holds a program of this object.
+    Program {
+        /// The slot.
+        index: u32,
+        /// The program's name ([`ProgramSpec::name`]).
+        name: String,
+        /// Its section ([`ProgramSpec::section`]), which with the name
+        /// identifies it.
+        section: String,
+    },
+    /// Key `index` (a `u32`, little-endian, for a hash of maps as well) of a
+    /// map of maps holds another map of this object.
+    Map {
+        /// The key.
+        index: u32,
+        /// The inner map, an index into [`Object::maps`].
+        map: usize,
+    },
+}
+
+impl MapInit {
+    /// The slot or key.
+    pub fn index(&self) -> u32 {
+        match self {
+            MapInit::Program { index, .. } | MapInit::Map { index, .. } => *index,
+        }
+    }
 }
 
 /// Where a map was defined.
@@ -313,6 +361,15 @@ pub enum ElfError {
         /// The limit.
         max: u64,
     },
+    /// An initial value of a prog array or map of maps ([`MapInit`]) is
+    /// malformed or names something it cannot hold.
+    #[error("map \"{map}\": {reason}")]
+    MapInit {
+        /// The map being initialised.
+        map: String,
+        /// What is wrong, naming the index and the target.
+        reason: String,
+    },
 }
 
 /// Why one instruction cannot be linked.
@@ -418,7 +475,7 @@ pub enum InsnProblem {
 pub fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
     let file = ElfFile::read(bytes)?;
     let btf = BtfInfo::read(&file)?;
-    let maps = MapTable::build(&file, btf.btf.as_ref())?;
+    let mut maps = MapTable::build(&file, btf.btf.as_ref())?;
     let code = CodeSection::all(&file)?;
     let linker = Linker {
         file: &file,
@@ -428,6 +485,8 @@ pub fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
         text: file.sections.iter().position(|s| s.name == ".text"),
     };
     let programs = linker.programs()?;
+    maps.btf_initial_values(&file, &code, &programs)?;
+    maps.tail_call_sections(&programs)?;
     let license = file
         .sections
         .iter()
@@ -547,14 +606,15 @@ struct RelocSet {
     relocs: Vec<(u64, Reloc)>,
 }
 
-/// Sections, symbols and code relocations, read and bounds-checked.
+/// Sections, symbols and relocations, read and bounds-checked.
 struct ElfFile<'a> {
     sections: Vec<Section<'a>>,
     /// Indexed by symbol table index (0 is the null symbol).
     symbols: Vec<Symbol>,
     /// Indices into `symbols` of each section's symbols, by section index.
     by_section: Vec<Vec<usize>>,
-    /// Relocations of code sections, by target section index.
+    /// Relocations of code sections and of `.maps` (`.values`
+    /// initialisers), by target section index.
     relocations: HashMap<usize, RelocSet>,
 }
 
@@ -644,8 +704,11 @@ impl<'a> ElfFile<'a> {
                 continue;
             }
             let target = sh.info_link(endian).0;
-            if sections.get(target).map(|s| s.kind) != Some(SectionKind::Code) {
-                continue; // debug info, BTF, `.rel.maps` initial values, ...
+            if !matches!(
+                sections.get(target).map(|s| s.kind),
+                Some(SectionKind::Code | SectionKind::BtfMaps)
+            ) {
+                continue; // debug info, BTF, ...
             }
             let name = String::from_utf8_lossy(table.section_name(endian, sh).map_err(malformed)?)
                 .into_owned();
@@ -780,6 +843,25 @@ struct MapTable {
     by_symbol: HashMap<(usize, u64), usize>,
     /// Global data section → map index.
     by_data_section: HashMap<usize, usize>,
+    /// The `.maps` section, if any.
+    btf_section: Option<usize>,
+    /// Where each BTF-defined map lies in `.maps`, for `.values`.
+    btf_places: Vec<BtfMapPlace>,
+    /// iproute2 `id` of a `bpf_elf_map` prog array → its map index (the
+    /// first with that id, as iproute2 finds it), for `ID/KEY` sections.
+    prog_array_ids: HashMap<u32, usize>,
+}
+
+/// The bytes of one BTF-defined map in `.maps`.
+struct BtfMapPlace {
+    /// Index in `MapTable::specs`.
+    map: usize,
+    /// Offset of its symbol.
+    start: u64,
+    /// End of its symbol (`.values` makes it longer than the BTF struct).
+    end: u64,
+    /// Offset of its `values` member from `start`, if it has one.
+    values: Option<u64>,
 }
 
 /// Record layouts of legacy map sections.
@@ -831,11 +913,12 @@ impl MapTable {
             section: ".maps".into(),
             reason: reason.to_string(),
         };
-        let symbols: HashMap<&str, u64> = file
+        let symbols: HashMap<&str, (u64, u64)> = file
             .symbols_in(section)
             .filter(|s| s.is_data())
-            .map(|s| (s.name.as_str(), s.value))
+            .map(|s| (s.name.as_str(), (s.value, s.size)))
             .collect();
+        self.btf_section = Some(section);
         let btf_err = |source| ElfError::Btf {
             section: ".BTF".into(),
             source,
@@ -864,21 +947,39 @@ impl MapTable {
                 )));
             };
             let name = btf.name(var.name_off).map_err(btf_err)?;
-            let offset = *symbols
+            let (offset, size) = *symbols
                 .get(name)
                 .ok_or_else(|| sec_err(&format!("map \"{name}\" has no ELF symbol")))?;
-            let def = btf
-                .map_def(name, target)
-                .map_err(|source| ElfError::MapDef {
-                    section: ".maps".into(),
-                    source,
-                })?;
+            let map_def_err = |source| ElfError::MapDef {
+                section: ".maps".into(),
+                source,
+            };
+            let def = btf.map_def(name, target).map_err(map_def_err)?;
+            let values = btf.map_values_offset(name, target).map_err(map_def_err)?;
             let index = self.push(MapSpec {
                 def,
                 origin: MapOrigin::Btf,
                 initial: None,
+                init: Vec::new(),
             });
             self.by_symbol.insert((section, offset), index);
+            self.btf_places.push(BtfMapPlace {
+                map: index,
+                start: offset,
+                end: offset.saturating_add(size),
+                values: values.map(u64::from),
+            });
+        }
+        // A symbol without a size (hand-written assembly) runs to the next
+        // map or the end of the section.
+        let mut starts: Vec<u64> = self.btf_places.iter().map(|p| p.start).collect();
+        starts.sort_unstable();
+        let section_size = file.sections[section].size;
+        for p in &mut self.btf_places {
+            if p.end == p.start {
+                let next = starts.iter().find(|&&s| s > p.start);
+                p.end = next.copied().unwrap_or(section_size);
+            }
         }
         Ok(())
     }
@@ -944,6 +1045,7 @@ impl MapTable {
                     def,
                     origin: MapOrigin::Legacy,
                     initial: None,
+                    init: Vec::new(),
                 });
                 self.by_symbol.insert((si, sym.value), map);
                 records.push(LegacyRecord {
@@ -954,7 +1056,8 @@ impl MapTable {
                 });
             }
         }
-        self.resolve_legacy_inner(file, &records)
+        self.resolve_legacy_inner(file, &records)?;
+        self.legacy_initial_values(file, &records)
     }
 
     /// Sets the inner map template of legacy map-in-map definitions:
@@ -991,6 +1094,51 @@ impl MapTable {
             let mut inner_def = self.specs[inner.map].def.clone();
             inner_def.inner = None;
             self.specs[r.map].def.inner = Some(Box::new(inner_def));
+        }
+        Ok(())
+    }
+
+    /// iproute2's initial values of `struct bpf_elf_map` maps: a map with
+    /// an `id`, no `inner_id` of its own and an `inner_idx` other than -1
+    /// goes at key `inner_idx` of every map of maps whose `inner_id` is that
+    /// `id` (`bpf_maps_attach_all`). Also remembers each prog array's `id`
+    /// for the `ID/KEY` tail-call sections.
+    fn legacy_initial_values(
+        &mut self,
+        file: &ElfFile<'_>,
+        records: &[LegacyRecord],
+    ) -> Result<(), ElfError> {
+        const ID: usize = 5;
+        const INNER_ID: usize = 7;
+        const INNER_IDX: usize = 8;
+        let elf_maps = || records.iter().filter(|r| r.layout == LegacyLayout::ElfMap);
+        for r in elf_maps() {
+            if self.specs[r.map].def.map_type == MapType::ProgArray && r.fields[ID] != 0 {
+                self.prog_array_ids.entry(r.fields[ID]).or_insert(r.map);
+            }
+        }
+        for inner in elf_maps() {
+            let (id, index) = (inner.fields[ID], inner.fields[INNER_IDX]);
+            if id == 0 || inner.fields[INNER_ID] != 0 || index == u32::MAX {
+                continue;
+            }
+            for outer in elf_maps().filter(|o| o.fields[INNER_ID] == id) {
+                let def = &self.specs[outer.map].def;
+                if !matches!(def.map_type, MapType::ArrayOfMaps | MapType::HashOfMaps) {
+                    continue;
+                }
+                let inner_name = &self.specs[inner.map].def.name;
+                check_init_index(def, index, &format!("map \"{inner_name}\" (inner_idx)"))
+                    .map_err(|reason| ElfError::LegacyMap {
+                        section: file.sections[outer.section].name.clone(),
+                        map: def.name.clone(),
+                        reason,
+                    })?;
+                self.specs[outer.map].init.push(MapInit::Map {
+                    index,
+                    map: inner.map,
+                });
+            }
         }
         Ok(())
     }
@@ -1037,6 +1185,7 @@ impl MapTable {
                     section: section.name.clone(),
                 },
                 initial: Some(initial),
+                init: Vec::new(),
             });
             self.by_data_section.insert(si, index);
         }
@@ -1611,6 +1760,239 @@ impl Linker<'_> {
         })?;
         let base = self.place(st, ts, fi, program).map_err(LinkError::Elf)?;
         Ok(base + (slot - cs.functions[fi].start))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Step 5: initial values of prog arrays and maps of maps.
+
+/// R_BPF_64_ABS64: a 64-bit data address, what clang ≥ 13 writes in
+/// `.rel.maps` (older versions write [`R_BPF_64_64`]).
+const R_BPF_64_ABS64: u32 = 2;
+
+impl MapTable {
+    /// libbpf's `.values = { [i] = &x }`: each relocation in `.rel.maps`
+    /// lies in the `values` member of a map, at 8 bytes per index, and
+    /// points at a program (for a prog array) or at another map of `.maps`
+    /// (for a map of maps). The target is found by section and offset
+    /// (symbol value plus addend), so static programs, which clang
+    /// relocates against their section symbol, work as well.
+    fn btf_initial_values(
+        &mut self,
+        file: &ElfFile<'_>,
+        code: &HashMap<usize, CodeSection>,
+        programs: &[ProgramSpec],
+    ) -> Result<(), ElfError> {
+        let Some(section) = self.btf_section else {
+            return Ok(());
+        };
+        let Some(set) = file.relocations.get(&section) else {
+            return Ok(());
+        };
+        let maps_data = file.sections[section].data;
+        for &(offset, reloc) in &set.relocs {
+            let bad_reloc = |reason: String| ElfError::Section {
+                section: set.section.clone(),
+                reason: format!("relocation at offset {offset}: {reason}"),
+            };
+            if !matches!(reloc.rtype, R_BPF_NONE | R_BPF_64_64 | R_BPF_64_ABS64) {
+                return Err(ElfError::RelocationType {
+                    rtype: reloc.rtype,
+                    section: set.section.clone(),
+                    offset,
+                });
+            }
+            let place = self
+                .btf_places
+                .iter()
+                .find(|p| p.start <= offset && offset.saturating_add(8) <= p.end)
+                .ok_or_else(|| bad_reloc("lies in no map of .maps".into()))?;
+            let map = place.map;
+            let def = &self.specs[map].def;
+            let init_err = |reason: String| ElfError::MapInit {
+                map: def.name.clone(),
+                reason,
+            };
+            let Some(values) = place.values else {
+                return Err(init_err(format!(
+                    "relocation at offset {offset} of .maps, but the map has no `values` member"
+                )));
+            };
+            let slot = offset - place.start;
+            if slot < values || (slot - values) % 8 != 0 {
+                return Err(init_err(format!(
+                    "relocation at offset {offset} of .maps is not on a `values` element"
+                )));
+            }
+            let index = u32::try_from((slot - values) / 8).unwrap_or(u32::MAX);
+            let sym = file
+                .symbols
+                .get(reloc.symbol)
+                .filter(|_| reloc.symbol != 0)
+                .ok_or_else(|| {
+                    bad_reloc(format!("symbol index {} is out of range", reloc.symbol))
+                })?;
+            // REL keeps the addend in the 8 bytes being relocated.
+            let addend = match reloc.addend {
+                Some(a) => a,
+                None => usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| maps_data.get(o..o.checked_add(8)?))
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(i64::from_le_bytes)
+                    .ok_or_else(|| bad_reloc("past the end of .maps".into()))?,
+            };
+            let target = i64::try_from(sym.value)
+                .ok()
+                .and_then(|v| v.checked_add(addend))
+                .and_then(|t| u64::try_from(t).ok());
+            let target_section = sym.section.map(|s| &file.sections[s]);
+            let label = match target_section {
+                Some(ts) => symbol_label(sym, ts),
+                None => sym.name.clone(),
+            };
+            let init = match def.map_type {
+                MapType::ProgArray => {
+                    let what = format!("\"{label}\"");
+                    let func = sym
+                        .section
+                        .filter(|s| file.sections[*s].kind == SectionKind::Code)
+                        .zip(target)
+                        .and_then(|(ts, t)| {
+                            let cs = code.get(&ts)?;
+                            let f = cs
+                                .functions
+                                .iter()
+                                .find(|f| (f.start * INSN_SIZE) as u64 == t)?;
+                            Some((cs, f))
+                        })
+                        .ok_or_else(|| {
+                            init_err(format!(
+                                "values[{index}] must point to a program, but {what} is not a function"
+                            ))
+                        })?;
+                    let (cs, f) = func;
+                    if !programs
+                        .iter()
+                        .any(|p| p.section == cs.name && p.name == f.name)
+                    {
+                        return Err(init_err(format!(
+                            "values[{index}] names \"{}\", a subprogram of section {}, not a program",
+                            f.name, cs.name
+                        )));
+                    }
+                    check_init_index(def, index, &format!("program \"{}\"", f.name))
+                        .map_err(init_err)?;
+                    MapInit::Program {
+                        index,
+                        name: f.name.clone(),
+                        section: cs.name.clone(),
+                    }
+                }
+                MapType::ArrayOfMaps | MapType::HashOfMaps => {
+                    let inner = sym
+                        .section
+                        .filter(|&s| s == section)
+                        .zip(target)
+                        .and_then(|(s, t)| self.by_symbol.get(&(s, t)).copied())
+                        .ok_or_else(|| {
+                            init_err(format!(
+                                "values[{index}] must point to a map of .maps, but \"{label}\" is not one"
+                            ))
+                        })?;
+                    let inner_name = &self.specs[inner].def.name;
+                    check_init_index(def, index, &format!("map \"{inner_name}\""))
+                        .map_err(init_err)?;
+                    MapInit::Map { index, map: inner }
+                }
+                other => {
+                    return Err(init_err(format!(
+                        "`values` initialisers are only for prog arrays and maps of maps, \
+                         not {} maps",
+                        other.name()
+                    )))
+                }
+            };
+            self.specs[map].init.push(init);
+        }
+        for spec in &mut self.specs {
+            spec.init.sort_by_key(MapInit::index);
+        }
+        Ok(())
+    }
+
+    /// iproute2's tail-call sections: a section named `ID/KEY` (each a
+    /// number, as `sscanf("%i/%i")` reads them) holds the program for slot
+    /// `KEY` of the `bpf_elf_map` prog array whose `id` is `ID`
+    /// (`bpf_fill_prog_arrays`). The section's first program is the one;
+    /// sections whose `ID` names no prog array are left alone, as iproute2
+    /// leaves them.
+    fn tail_call_sections(&mut self, programs: &[ProgramSpec]) -> Result<(), ElfError> {
+        if self.prog_array_ids.is_empty() {
+            return Ok(());
+        }
+        let mut seen = HashSet::new();
+        for p in programs {
+            if !seen.insert(p.section.as_str()) {
+                continue; // not the section's first program
+            }
+            let Some((id, key)) = p
+                .section
+                .split_once('/')
+                .and_then(|(id, key)| Some((parse_c_uint(id)?, parse_c_uint(key)?)))
+            else {
+                continue;
+            };
+            let Some(&map) = self.prog_array_ids.get(&id) else {
+                continue;
+            };
+            let def = &self.specs[map].def;
+            check_init_index(
+                def,
+                key,
+                &format!("program \"{}\" of section {}", p.name, p.section),
+            )
+            .map_err(|reason| ElfError::MapInit {
+                map: def.name.clone(),
+                reason,
+            })?;
+            self.specs[map].init.push(MapInit::Program {
+                index: key,
+                name: p.name.clone(),
+                section: p.section.clone(),
+            });
+            self.specs[map].init.sort_by_key(MapInit::index);
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `index` can hold an initial value (`what`, for messages) of
+/// map `def`: within `max_entries` for arrays, and a 4-byte key for a hash
+/// of maps (the index is the key).
+fn check_init_index(def: &MapDef, index: u32, what: &str) -> Result<(), String> {
+    match def.map_type {
+        MapType::HashOfMaps if def.key_size != 4 => Err(format!(
+            "index {index} ({what}) needs 4-byte keys, but key_size is {}",
+            def.key_size
+        )),
+        MapType::ProgArray | MapType::ArrayOfMaps if index >= def.max_entries => Err(format!(
+            "index {index} ({what}) is past max_entries {}",
+            def.max_entries
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A non-negative number as C's `%i` reads it: decimal, `0x` hex or
+/// `0`-prefixed octal.
+fn parse_c_uint(s: &str) -> Option<u32> {
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        u32::from_str_radix(&s[1..], 8).ok()
+    } else {
+        s.parse().ok()
     }
 }
 
