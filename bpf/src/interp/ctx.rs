@@ -51,12 +51,21 @@ pub struct RunState {
     pub(crate) xdp: Option<XdpState>,
     pub(crate) redirect: Option<u32>,
     pub(crate) inner: [Option<Arc<Map>>; INNER_SLOTS],
+    /// Whether `inner` holds anything (so a run that used none skips the
+    /// release).
+    pub(crate) inner_used: bool,
     pub(crate) tail_calls: u32,
     pub(crate) used: u64,
     pub(crate) limit: u64,
 }
 
 impl RunState {
+    /// Drops the inner maps a run held.
+    pub(crate) fn release_inner(&mut self) {
+        self.inner = Default::default();
+        self.inner_used = false;
+    }
+
     pub(crate) fn new(cpu: u32, rng: u64, trace: Option<TraceSink>, limit: u64) -> RunState {
         RunState {
             cpu,
@@ -65,6 +74,7 @@ impl RunState {
             xdp: None,
             redirect: None,
             inner: Default::default(),
+            inner_used: false,
             tail_calls: 0,
             used: 0,
             limit,
@@ -201,6 +211,7 @@ impl CallCtx<'_, '_> {
         };
         self.regions.dynamic[REGION_INNER + slot] = region;
         slots[slot] = Some(map);
+        self.state.inner_used = true;
         MAP_HANDLE_BASE | INNER_HANDLE | slot as u64
     }
 

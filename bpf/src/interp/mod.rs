@@ -21,10 +21,11 @@
 //!
 //! # Budget
 //!
-//! Each run may execute at most [`Vm::budget`] instructions. The count is
-//! exact but costs nothing per straight-line instruction: it is charged when
-//! control leaves a straight-line run (a taken jump, a call, a return), with
-//! the length of that run.
+//! Each run may execute at most [`Vm::budget`] instructions. The count costs
+//! nothing per instruction: it is charged at backward jumps, calls and
+//! returns, with the span of slots since the last charge point. That is
+//! exact for straight code and loops and over-counts only the slots a
+//! forward jump skipped, so the budget is a safe upper bound.
 //!
 //! # Calls
 //!
@@ -189,10 +190,10 @@ impl<'a> XdpFrame<'a> {
 /// settings. One per worker; runs reuse it and allocate nothing.
 pub struct Vm {
     stack: Box<Stack>,
-    budget: u64,
-    cpu: u32,
-    rng: u64,
-    trace: Option<TraceSink>,
+    /// Per-run regions; only the stack's entry survives between runs.
+    dynamic: [Region; DYN_REGIONS],
+    state: RunState,
+    frames: [Frame; MAX_FRAMES],
 }
 
 impl Default for Vm {
@@ -204,8 +205,8 @@ impl Default for Vm {
 impl std::fmt::Debug for Vm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vm")
-            .field("cpu", &self.cpu)
-            .field("budget", &self.budget)
+            .field("cpu", &self.cpu())
+            .field("budget", &self.budget())
             .finish()
     }
 }
@@ -215,6 +216,7 @@ impl std::fmt::Debug for Vm {
 #[repr(C, align(16))]
 struct Stack([u8; STACK_SIZE]);
 
+#[derive(Clone, Copy, Default)]
 struct Frame {
     ret: usize,
     saved: [u64; 5],
@@ -230,38 +232,42 @@ impl Vm {
     /// A fresh context for worker `cpu`: per-CPU maps use that worker's
     /// copy and `bpf_get_smp_processor_id()` returns `cpu`.
     pub fn for_cpu(cpu: u32) -> Vm {
-        Vm {
+        let rng = 0x9e37_79b9_7f4a_7c15 ^ (u64::from(cpu) + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let mut vm = Vm {
             stack: Box::new(Stack([0; STACK_SIZE])),
-            budget: DEFAULT_BUDGET,
-            cpu,
-            rng: 0x9e37_79b9_7f4a_7c15 ^ (u64::from(cpu) + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
-            trace: None,
-        }
+            dynamic: [Region::EMPTY; DYN_REGIONS],
+            state: RunState::new(cpu, rng, None, DEFAULT_BUDGET),
+            frames: [Frame::default(); MAX_FRAMES],
+        };
+        // The stack's address never changes (it is boxed), so its region is
+        // set once.
+        vm.dynamic[REGION_STACK] = Region::new(STACK_VBASE, &mut vm.stack.0[..], true);
+        vm
     }
 
     /// The worker index.
     pub fn cpu(&self) -> u32 {
-        self.cpu
+        self.state.cpu
     }
 
     /// The instruction budget of each run.
     pub fn budget(&self) -> u64 {
-        self.budget
+        self.state.limit
     }
 
     /// Sets the instruction budget of each run.
     pub fn set_budget(&mut self, budget: u64) {
-        self.budget = budget;
+        self.state.limit = budget;
     }
 
     /// Where `bpf_trace_printk` lines go (nowhere by default).
     pub fn set_trace_sink(&mut self, sink: Option<TraceSink>) {
-        self.trace = sink;
+        self.state.trace = sink;
     }
 
     /// Seeds the generator behind `bpf_get_prandom_u32`.
     pub fn seed_random(&mut self, seed: u64) {
-        self.rng = seed | 1;
+        self.state.rng = seed | 1;
     }
 
     /// Runs a plain-memory program: r1 points to `mem`, r2 holds its length
@@ -270,13 +276,10 @@ impl Vm {
     /// # Errors
     /// The [`Fault`] that ended the run.
     pub fn run_mem(&mut self, prog: &Program, mem: &mut [u8]) -> Result<u64, Fault> {
-        let mut dynamic = [Region::EMPTY; DYN_REGIONS];
         let len = mem.len() as u64;
-        dynamic[REGION_PACKET] = Region::new(PACKET_VBASE, mem, true);
-        let mut state = RunState::new(self.cpu, self.rng, self.trace, self.budget);
-        let r = self.exec(prog, &mut dynamic, &mut state, PACKET_VBASE, len);
-        self.rng = state.rng;
-        r
+        self.dynamic[REGION_PACKET] = Region::new(PACKET_VBASE, mem, true);
+        self.state.xdp = None;
+        self.exec(prog, PACKET_VBASE, len)
     }
 
     /// Runs an XDP program on one frame: r1 points to a `struct xdp_md`
@@ -290,6 +293,7 @@ impl Vm {
     /// # Panics
     /// If the frame's offsets are not ordered `meta <= data <= end <= buf.len()`
     /// or the buffer is 4 GiB or larger (callers build frames; programs do not).
+    #[inline]
     pub fn run_xdp(&mut self, prog: &Program, frame: &mut XdpFrame<'_>) -> Result<u64, Fault> {
         assert!(
             frame.meta <= frame.data && frame.data <= frame.end && frame.end <= frame.buf.len(),
@@ -300,55 +304,56 @@ impl Vm {
             "XdpFrame buffer too large"
         );
         let v = |off: usize| (PACKET_VBASE + off as u64) as u32;
-        let mut ctx = [0u8; xdp_md::SIZE];
-        for (at, val) in [
-            (xdp_md::DATA, v(frame.data)),
-            (xdp_md::DATA_END, v(frame.end)),
-            (xdp_md::DATA_META, v(frame.meta)),
-            (xdp_md::INGRESS_IFINDEX, frame.ingress_ifindex),
-            (xdp_md::RX_QUEUE_INDEX, frame.rx_queue_index),
-            (xdp_md::EGRESS_IFINDEX, 0),
-        ] {
-            ctx[at..at + 4].copy_from_slice(&val.to_le_bytes());
+        let mut ctx = [0u32; xdp_md::SIZE / 4];
+        ctx[xdp_md::DATA / 4] = v(frame.data);
+        ctx[xdp_md::DATA_END / 4] = v(frame.end);
+        ctx[xdp_md::DATA_META / 4] = v(frame.meta);
+        ctx[xdp_md::INGRESS_IFINDEX / 4] = frame.ingress_ifindex;
+        ctx[xdp_md::RX_QUEUE_INDEX / 4] = frame.rx_queue_index;
+        let mut ctx_bytes = [0u8; xdp_md::SIZE];
+        for (dst, src) in ctx_bytes.chunks_exact_mut(4).zip(ctx) {
+            dst.copy_from_slice(&src.to_le_bytes());
         }
         let buf_len = frame.buf.len();
         let whole = Region::new(PACKET_VBASE, frame.buf, true);
-        let mut dynamic = [Region::EMPTY; DYN_REGIONS];
-        dynamic[REGION_PACKET] = whole.sub(frame.meta, frame.end - frame.meta);
-        dynamic[REGION_CTX] = Region::new(CTX_VBASE, &mut ctx, false);
-        let mut state = RunState::new(self.cpu, self.rng, self.trace, self.budget);
-        state.xdp = Some(XdpState {
+        self.dynamic[REGION_PACKET] = whole.sub(frame.meta, frame.end - frame.meta);
+        self.dynamic[REGION_CTX] = Region::new(CTX_VBASE, &mut ctx_bytes, false);
+        self.state.xdp = Some(XdpState {
             whole,
             buf_len,
             meta: frame.meta,
             data: frame.data,
             end: frame.end,
         });
-        let r = self.exec(prog, &mut dynamic, &mut state, CTX_VBASE, 0);
-        self.rng = state.rng;
-        if let Some(x) = &state.xdp {
+        let r = self.exec(prog, CTX_VBASE, 0);
+        if let Some(x) = self.state.xdp.take() {
             (frame.meta, frame.data, frame.end) = (x.meta, x.data, x.end);
         }
-        frame.redirect = state.redirect;
+        frame.redirect = self.state.redirect;
         r
     }
 
-    fn exec(
-        &mut self,
-        prog: &Program,
-        dynamic: &mut [Region; DYN_REGIONS],
-        state: &mut RunState,
-        r1: u64,
-        r2: u64,
-    ) -> Result<u64, Fault> {
-        dynamic[REGION_STACK] = Region::new(STACK_VBASE, &mut self.stack.0[..], true);
+    #[inline]
+    fn exec(&mut self, prog: &Program, r1: u64, r2: u64) -> Result<u64, Fault> {
         let mut reg = [0u64; 16];
         reg[1] = r1;
         reg[2] = r2;
         reg[10] = STACK_VBASE + STACK_SIZE as u64;
-        let result = run(prog, dynamic, state, &mut reg);
-        // No pointer into the caller's buffers outlives the run.
-        *dynamic = [Region::EMPTY; DYN_REGIONS];
+        let st = &mut self.state;
+        st.redirect = None;
+        st.tail_calls = 0;
+        st.used = 0;
+        let result = run(prog, &mut self.dynamic, st, &mut reg, &mut self.frames);
+        // No pointer into the caller's buffers outlives the run: the packet
+        // and context slots are cleared, and any inner maps are let go.
+        self.dynamic[REGION_PACKET] = Region::EMPTY;
+        self.dynamic[REGION_CTX] = Region::EMPTY;
+        if st.inner_used {
+            st.release_inner();
+            for r in &mut self.dynamic[ctx::REGION_INNER..] {
+                *r = Region::EMPTY;
+            }
+        }
         result
     }
 }
@@ -369,6 +374,7 @@ fn run(
     dynamic: &mut [Region; DYN_REGIONS],
     state: &mut RunState,
     reg: &mut [u64; 16],
+    frames: &mut [Frame; MAX_FRAMES],
 ) -> Result<u64, Fault> {
     let slots = &prog.slots[..];
     let mut regions = Regions {
@@ -376,10 +382,6 @@ fn run(
         fixed: &prog.map_regions,
     };
     let limit = state.limit;
-    let mut frames: [Frame; MAX_FRAMES] = std::array::from_fn(|_| Frame {
-        ret: 0,
-        saved: [0; 5],
-    });
     let mut depth = 0usize;
     let mut pc = 0usize;
     // Start of the current straight-line run, and instructions charged so far.
@@ -399,7 +401,12 @@ fn run(
         ($cond:expr, $s:expr) => {{
             if $cond {
                 let t = $s.off as usize;
-                charge!(t);
+                // Only a backward jump can repeat code: forward jumps are
+                // charged with the next back-edge, call or return, which
+                // counts the skipped slots too (an upper bound).
+                if t <= pc {
+                    charge!(t);
+                }
                 pc = t;
                 continue;
             }
@@ -437,7 +444,11 @@ fn run(
     }
 
     loop {
-        let s = slots[pc];
+        // SAFETY: `Program::load` proved every jump and call target is a slot
+        // of the program, the last slot cannot fall through, and `lddw` is
+        // never last, so `pc` is always in bounds here.
+        #[allow(unsafe_code)]
+        let s = unsafe { *slots.get_unchecked(pc) };
         let d = (s.dst & 15) as usize;
         let r = (s.src & 15) as usize;
         let imm = s.imm;
@@ -639,7 +650,7 @@ fn run(
                         state.used = used;
                         state.tail_calls += 1;
                         let Regions { dynamic, .. } = regions;
-                        return run(&next, dynamic, state, reg);
+                        return run(&next, dynamic, state, reg, frames);
                     }
                 }
             }
