@@ -31,6 +31,7 @@ pub mod helpers;
 pub mod interp;
 pub mod isa;
 pub mod maps;
+pub mod native;
 pub mod object;
 pub mod program;
 

@@ -248,13 +248,13 @@ fn ringbuf_reserve(cx: &mut CallCtx<'_, '_>, a: [u64; 5]) -> Result<u64, HelperE
 
 /// The ring buffer that owns the record at program address `addr`.
 fn record_owner<'c>(cx: &'c CallCtx<'_, '_>, addr: u64) -> Result<&'c RingBuf, HelperError> {
-    let index = (addr >> 32).checked_sub(crate::interp::DYN_REGIONS as u64);
-    let handle = index.map_or(0, |i| crate::interp::ctx::MAP_HANDLE_BASE | (i & 0xffff));
-    ringbuf_of(cx, 1, handle).map_err(|_| HelperError::BadPointer {
-        arg: 1,
-        addr,
-        len: 8,
-    })
+    cx.map_owning(addr)
+        .and_then(|m| m.downcast::<RingBuf>())
+        .ok_or(HelperError::BadPointer {
+            arg: 1,
+            addr,
+            len: 8,
+        })
 }
 
 fn ringbuf_commit(cx: &mut CallCtx<'_, '_>, a: [u64; 5], submit: bool) -> Result<u64, HelperError> {

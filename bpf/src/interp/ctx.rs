@@ -4,7 +4,7 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use super::mem::{Region, Regions, DYN_REGIONS};
+use super::mem::{self, Region, Regions, DYN_REGIONS};
 use super::{xdp_md, PACKET_VBASE, REGION_CTX, REGION_PACKET};
 use crate::helpers::HelperError;
 use crate::maps::Map;
@@ -84,9 +84,54 @@ impl RunState {
 
 /// What a helper can reach while it runs.
 pub struct CallCtx<'a, 'r> {
-    pub(crate) regions: &'a mut Regions<'r>,
+    pub(crate) space: Space<'a, 'r>,
     pub(crate) state: &'a mut RunState,
     pub(crate) maps: &'a [Arc<Map>],
+}
+
+/// How program addresses reach host memory during a call.
+pub(crate) enum Space<'a, 'r> {
+    /// Checked mode: virtual addresses, translated through the run's regions.
+    Checked(&'a mut Regions<'r>),
+    /// Native mode (verified programs only): program addresses are host
+    /// addresses; the context is a [`crate::native::NativeXdpMd`] at this
+    /// address (null for non-XDP programs).
+    Native(*mut crate::native::NativeXdpMd),
+}
+
+impl<'a, 'r> CallCtx<'a, 'r> {
+    /// A context for a checked run.
+    pub(crate) fn checked(
+        regions: &'a mut Regions<'r>,
+        state: &'a mut RunState,
+        maps: &'a [Arc<Map>],
+    ) -> Self {
+        CallCtx {
+            space: Space::Checked(regions),
+            state,
+            maps,
+        }
+    }
+
+    /// A context for a native run.
+    ///
+    /// # Safety
+    /// Only for programs the verifier accepted: every pointer argument such
+    /// a program passes to a helper is a host address of at least the size
+    /// the helper's declared argument types say, and `ctx` is null or the
+    /// run's native context.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn native(
+        ctx: *mut crate::native::NativeXdpMd,
+        state: &'a mut RunState,
+        maps: &'a [Arc<Map>],
+    ) -> Self {
+        CallCtx {
+            space: Space::Native(ctx),
+            state,
+            maps,
+        }
+    }
 }
 
 impl CallCtx<'_, '_> {
@@ -96,9 +141,14 @@ impl CallCtx<'_, '_> {
     /// [`HelperError::BadPointer`] naming argument `arg` when the range is not
     /// inside one region.
     pub fn read(&self, arg: u8, addr: u64, len: u64) -> Result<&[u8], HelperError> {
-        self.regions
-            .slice(addr, len)
-            .ok_or(HelperError::BadPointer { arg, addr, len })
+        let bad = HelperError::BadPointer { arg, addr, len };
+        match &self.space {
+            Space::Checked(r) => r.slice(addr, len).ok_or(bad),
+            // SAFETY: native mode runs verified programs only (see
+            // `CallCtx::native`): `addr` holds `len` readable bytes.
+            #[allow(unsafe_code)]
+            Space::Native(_) => unsafe { mem::native_slice(addr, len) }.ok_or(bad),
+        }
     }
 
     /// Borrows `len` bytes at program address `addr` for writing.
@@ -107,9 +157,14 @@ impl CallCtx<'_, '_> {
     /// [`HelperError::BadPointer`] when the range is not inside one writable
     /// region.
     pub fn write(&mut self, arg: u8, addr: u64, len: u64) -> Result<&mut [u8], HelperError> {
-        self.regions
-            .slice_mut(addr, len)
-            .ok_or(HelperError::BadPointer { arg, addr, len })
+        let bad = HelperError::BadPointer { arg, addr, len };
+        match &mut self.space {
+            Space::Checked(r) => r.slice_mut(addr, len).ok_or(bad),
+            // SAFETY: as in `read`, and the verifier proved the bytes
+            // writable; `&mut self` keeps the borrow unique among helpers.
+            #[allow(unsafe_code)]
+            Space::Native(_) => unsafe { mem::native_slice_mut(addr, len) }.ok_or(bad),
+        }
     }
 
     /// The host pointer behind a program address (for map storage that
@@ -118,9 +173,16 @@ impl CallCtx<'_, '_> {
     /// # Errors
     /// [`HelperError::BadPointer`] when `len` bytes there are not in one region.
     pub fn host_ptr(&self, arg: u8, addr: u64, len: u64) -> Result<NonNull<u8>, HelperError> {
-        self.regions
-            .host_ptr(addr, len)
-            .ok_or(HelperError::BadPointer { arg, addr, len })
+        let bad = HelperError::BadPointer { arg, addr, len };
+        match &self.space {
+            Space::Checked(r) => r.host_ptr(addr, len).ok_or(bad),
+            Space::Native(_) => NonNull::new(addr as *mut u8).ok_or(bad),
+        }
+    }
+
+    /// Whether this run is native (verified, host addresses).
+    pub fn is_native(&self) -> bool {
+        matches!(self.space, Space::Native(_))
     }
 
     /// The worker index (`bpf_get_smp_processor_id`).
@@ -177,15 +239,35 @@ impl CallCtx<'_, '_> {
     /// Returns 0 (NULL) when the pointer is not in the map's value area,
     /// which a correct map never does.
     pub fn map_value_addr(&self, handle: u64, p: NonNull<u8>) -> u64 {
+        let Space::Checked(regions) = &self.space else {
+            return p.as_ptr() as u64;
+        };
         let low = handle & 0xffff_ffff;
         let region = if low & INNER_HANDLE != 0 {
-            self.regions
+            regions
                 .dynamic
                 .get(REGION_INNER + (low & !INNER_HANDLE) as usize)
         } else {
-            self.regions.fixed.get(low as usize)
+            regions.fixed.get(low as usize)
         };
         region.and_then(|r| r.vaddr_of(p)).unwrap_or(0)
+    }
+
+    /// The program's map, or an inner map this run holds, whose value area
+    /// contains program address `addr` (a ring buffer record, say).
+    pub fn map_owning(&self, addr: u64) -> Option<&Arc<Map>> {
+        match &self.space {
+            Space::Checked(_) => {
+                let i = (addr >> 32).checked_sub(DYN_REGIONS as u64)?;
+                self.maps.get(usize::try_from(i).ok()?)
+            }
+            Space::Native(_) => self.maps.iter().find(|m| {
+                m.ops().value_area().is_some_and(|(p, len)| {
+                    let base = p.as_ptr() as u64;
+                    addr >= base && addr - base < len as u64
+                })
+            }),
+        }
     }
 
     /// Makes an inner map (from an array- or hash-of-maps lookup) reachable
@@ -205,11 +287,13 @@ impl CallCtx<'_, '_> {
         };
         // The run keeps `map` alive in `state.inner[slot]` for as long as
         // the region is in its table: both are dropped when the run ends.
-        let region = match map.ops().value_area() {
-            Some((p, len)) => Region::from_raw(region_vbase(REGION_INNER + slot), p, len, true),
-            None => Region::EMPTY,
-        };
-        self.regions.dynamic[REGION_INNER + slot] = region;
+        if let Space::Checked(regions) = &mut self.space {
+            let region = match map.ops().value_area() {
+                Some((p, len)) => Region::from_raw(region_vbase(REGION_INNER + slot), p, len, true),
+                None => Region::EMPTY,
+            };
+            regions.dynamic[REGION_INNER + slot] = region;
+        }
         slots[slot] = Some(map);
         self.state.inner_used = true;
         MAP_HANDLE_BASE | INNER_HANDLE | slot as u64
@@ -277,15 +361,30 @@ impl CallCtx<'_, '_> {
     /// frame moved.
     fn sync_xdp(&mut self) {
         let Some(x) = &self.state.xdp else { return };
-        self.regions.dynamic[REGION_PACKET] = x.whole.sub(x.meta, x.end - x.meta);
-        let v = |off: usize| (PACKET_VBASE + off as u64) as u32;
-        let ctx = &self.regions.dynamic[REGION_CTX];
-        for (at, val) in [
-            (xdp_md::DATA, v(x.data)),
-            (xdp_md::DATA_END, v(x.end)),
-            (xdp_md::DATA_META, v(x.meta)),
-        ] {
-            ctx.poke_u32(at, val);
+        match &mut self.space {
+            Space::Checked(regions) => {
+                regions.dynamic[REGION_PACKET] = x.whole.sub(x.meta, x.end - x.meta);
+                let v = |off: usize| (PACKET_VBASE + off as u64) as u32;
+                let ctx = &regions.dynamic[REGION_CTX];
+                for (at, val) in [
+                    (xdp_md::DATA, v(x.data)),
+                    (xdp_md::DATA_END, v(x.end)),
+                    (xdp_md::DATA_META, v(x.meta)),
+                ] {
+                    ctx.poke_u32(at, val);
+                }
+            }
+            Space::Native(ctx) => {
+                let base = x.whole.host_base() as u64;
+                // SAFETY: a native run's context pointer is its live
+                // NativeXdpMd (constructor contract of `CallCtx::native`).
+                #[allow(unsafe_code)]
+                if let Some(ctx) = unsafe { ctx.as_mut() } {
+                    ctx.data = base + x.data as u64;
+                    ctx.data_end = base + x.end as u64;
+                    ctx.data_meta = base + x.meta as u64;
+                }
+            }
         }
     }
 }

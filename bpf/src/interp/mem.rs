@@ -158,6 +158,11 @@ impl Region {
         true
     }
 
+    /// The host address of the region's first byte.
+    pub(crate) fn host_base(&self) -> *mut u8 {
+        self.host
+    }
+
     /// The virtual address of host pointer `p`, if it lies in the region.
     pub fn vaddr_of(&self, p: NonNull<u8>) -> Option<u64> {
         let off = (p.as_ptr() as usize).wrapping_sub(self.host as usize) as u64;
@@ -291,4 +296,38 @@ impl Regions<'_> {
     pub fn host_ptr(&self, addr: u64, len: u64) -> Option<NonNull<u8>> {
         self.region(addr).host_ptr(addr, len)
     }
+}
+
+/// `len` bytes at host address `addr`, for native (verified) runs.
+///
+/// # Safety
+/// `addr..addr+len` must be readable for the borrow's life: the verifier
+/// proved it for the helper argument this comes from.
+pub(crate) unsafe fn native_slice<'a>(addr: u64, len: u64) -> Option<&'a [u8]> {
+    if len == 0 {
+        return Some(&[]);
+    }
+    let p = addr as *const u8;
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    Some(unsafe { std::slice::from_raw_parts(p, len as usize) })
+}
+
+/// `len` writable bytes at host address `addr`, for native runs.
+///
+/// # Safety
+/// As [`native_slice`], and the bytes must be writable and not otherwise
+/// borrowed while the slice lives.
+pub(crate) unsafe fn native_slice_mut<'a>(addr: u64, len: u64) -> Option<&'a mut [u8]> {
+    if len == 0 {
+        return Some(&mut []);
+    }
+    let p = addr as *mut u8;
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    Some(unsafe { std::slice::from_raw_parts_mut(p, len as usize) })
 }

@@ -620,11 +620,7 @@ fn run(
             Op::Call => {
                 let (id, f) = prog.helpers[imm as usize];
                 let args = [reg[1], reg[2], reg[3], reg[4], reg[5]];
-                let mut cx = CallCtx {
-                    regions: &mut regions,
-                    state,
-                    maps: &prog.maps,
-                };
+                let mut cx = CallCtx::checked(&mut regions, state, &prog.maps);
                 reg[0] = f(&mut cx, args).map_err(|e| helper_fault(pc, id, e))?;
             }
             Op::TailCall => {
@@ -632,11 +628,7 @@ fn run(
                 // continues in the target program and never comes back; on
                 // failure execution goes on after the call, r0 untouched.
                 if depth == 0 && state.tail_calls < MAX_TAIL_CALLS {
-                    let cx = CallCtx {
-                        regions: &mut regions,
-                        state,
-                        maps: &prog.maps,
-                    };
+                    let cx = CallCtx::checked(&mut regions, state, &prog.maps);
                     let next = cx
                         .map(2, reg[2])
                         .ok()
@@ -662,11 +654,7 @@ fn run(
                     .and_then(|t| t.get(usize::try_from(target).ok()?).copied().flatten())
                     .ok_or(Fault::BadCallx { pc, target })?;
                 let args = [reg[1], reg[2], reg[3], reg[4], reg[5]];
-                let mut cx = CallCtx {
-                    regions: &mut regions,
-                    state,
-                    maps: &prog.maps,
-                };
+                let mut cx = CallCtx::checked(&mut regions, state, &prog.maps);
                 reg[0] = f(&mut cx, args).map_err(|e| helper_fault(pc, target as u32, e))?;
             }
             Op::CallLocal => {
