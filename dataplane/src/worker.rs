@@ -166,6 +166,7 @@ fn process(
     C::add(&c.rx_packets, n as u64);
     C::add(&c.rx_bytes, burst.iter().map(|f| f.len() as u64).sum());
     let program = entry.ingress.load();
+    let tap = entry.capture.load();
     let started = program.as_ref().map(|_| Instant::now());
     let ifindex = entry.info.ifindex;
     burst.drain_front(n, |mut frame| {
@@ -173,6 +174,11 @@ fn process(
             None => (XDP_PASS, None),
             Some(v) => run_program(vm, v, &mut frame, ifindex, queue, c),
         };
+        if let Some(t) = tap.as_ref() {
+            if t.wants(verdict) {
+                t.record(frame.data(), verdict, w, queue);
+            }
+        }
         match verdict {
             XDP_DROP => C::add(&c.xdp_drop, 1),
             XDP_TX => {
