@@ -18,6 +18,7 @@
 //! [`Dataplane::builder`] is the library API that the `sluice` command line
 //! and NFV programs embed.
 
+pub mod capture;
 pub mod slot;
 pub mod stats;
 mod worker;
@@ -27,10 +28,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
 use sluice_bpf::Program;
 use sluice_drivers::{Frame, Port, PortError, PortInfo, DEFAULT_BURST, MAX_BURST};
 
+pub use capture::{CaptureTap, Captured};
 pub use slot::{ProgramSlot, Quiescence, StaleVersion, Version};
 pub use stats::{PortCounters, PortSnapshot};
 
@@ -103,6 +106,8 @@ pub(crate) struct PortEntry {
     pub host_rx: ArrayQueue<Frame>,
     /// Frames the host stack sends out of this port.
     pub host_tx: ArrayQueue<Frame>,
+    /// A capture of packets at program exit, when one runs.
+    pub capture: ArcSwapOption<CaptureTap>,
 }
 
 /// State shared by the workers and the control side.
@@ -274,6 +279,7 @@ impl Builder {
                 egress: ProgramSlot::new(),
                 host_rx: ArrayQueue::new(pass),
                 host_tx: ArrayQueue::new(pass),
+                capture: ArcSwapOption::empty(),
             })
             .collect();
         for (p, hook, prog, label) in self.programs {
@@ -510,6 +516,25 @@ impl Dataplane {
         match self.shared.ports.get(port) {
             Some(e) => e.host_tx.push(frame),
             None => Err(frame),
+        }
+    }
+
+    /// Starts capturing packets at `port`'s program exit (replacing any
+    /// capture running there); false when the port does not exist.
+    pub fn capture_start(&self, port: usize, tap: Arc<CaptureTap>) -> bool {
+        match self.shared.ports.get(port) {
+            Some(e) => {
+                e.capture.store(Some(tap));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops the capture on `port`.
+    pub fn capture_stop(&self, port: usize) {
+        if let Some(e) = self.shared.ports.get(port) {
+            e.capture.store(None);
         }
     }
 
