@@ -52,6 +52,8 @@
 //! Frames may cross threads (a memory-ring port hands them to another
 //! worker); pools are therefore safe to free into from any thread.
 
+#[cfg(feature = "afxdp")]
+pub mod afxdp;
 mod common;
 pub mod fault;
 pub mod null;
@@ -524,6 +526,32 @@ pub trait Port: Send + Sync {
     /// # Errors
     /// [`PortError`] when the queue does not exist or is taken.
     fn open_tx(&self, q: u16) -> Result<Box<dyn TxQueue>, PortError>;
+    /// Every queue's counters, for the control side (the workers own the
+    /// queues; ports that share their counters with the queues through an
+    /// `Arc` report them here). Empty by default.
+    fn queue_stats(&self) -> Vec<QueueReport> {
+        Vec::new()
+    }
+}
+
+/// One queue's counters, as a port reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueReport {
+    /// RX or TX.
+    pub direction: Direction,
+    /// Queue index.
+    pub queue: u16,
+    /// The counters.
+    pub stats: QueueStatsSnapshot,
+}
+
+/// Which way a queue moves packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Receive.
+    Rx,
+    /// Transmit.
+    Tx,
 }
 
 #[cfg(test)]
