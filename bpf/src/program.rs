@@ -244,6 +244,13 @@ pub(crate) enum Op {
     Exit,
     /// Second slot of an `LD_IMM64`; never executed.
     Filler,
+    /// Fused `mov dst, src; add dst, imm; jcc dst, rZ, target` (the
+    /// `data + K > data_end` bounds check): the jump is read from slot
+    /// pc+2, which keeps its own op for jumps that land on it.
+    MovAddJcc,
+    /// Fused `add dst, imm; jcc dst, imm2, target` (a loop's tail): the jump
+    /// is read from slot pc+1.
+    AddJccImm,
 }
 
 /// One lowered instruction.
@@ -609,6 +616,7 @@ impl Program {
             };
             slots[pc] = slot;
         }
+        fuse(&mut slots, &starts);
         let callx = uses_callx.then(|| {
             let n = helpers.iter().map(|h| h.id as usize + 1).max().unwrap_or(0);
             let mut t = vec![None; n];
@@ -658,6 +666,56 @@ impl Program {
     /// Whether the program has no slots (never true for a loaded program).
     pub fn is_empty(&self) -> bool {
         self.insns.is_empty()
+    }
+}
+
+/// Replaces the first slot of two hot sequences with a fused operation that
+/// does the whole sequence in one dispatch. The other slots keep their own
+/// operations, so a jump landing inside a sequence runs it normally.
+fn fuse(slots: &mut [Slot], starts: &[bool]) {
+    let is_reg_cmp = |op: Op| matches!(op, Op::Jgt64R | Op::Jge64R | Op::Jlt64R | Op::Jle64R);
+    let is_imm_jcc = |op: Op| {
+        matches!(
+            op,
+            Op::Jeq64I
+                | Op::Jne64I
+                | Op::Jgt64I
+                | Op::Jge64I
+                | Op::Jlt64I
+                | Op::Jle64I
+                | Op::Jsgt64I
+                | Op::Jsge64I
+                | Op::Jslt64I
+                | Op::Jsle64I
+        )
+    };
+    for pc in 0..slots.len() {
+        let s = slots[pc];
+        if s.op == Op::Mov64R && pc + 2 < slots.len() && starts[pc + 1] && starts[pc + 2] {
+            let (add, j) = (slots[pc + 1], slots[pc + 2]);
+            if add.op == Op::Add64I
+                && add.dst == s.dst
+                && is_reg_cmp(j.op)
+                && j.dst == s.dst
+                && j.src != s.dst
+            {
+                slots[pc] = Slot {
+                    op: Op::MovAddJcc,
+                    dst: s.dst,
+                    src: s.src,
+                    off: 0,
+                    imm: add.imm,
+                };
+            }
+        } else if s.op == Op::Add64I && pc + 1 < slots.len() && starts[pc + 1] {
+            let j = slots[pc + 1];
+            if is_imm_jcc(j.op) && j.dst == s.dst {
+                slots[pc] = Slot {
+                    op: Op::AddJccImm,
+                    ..s
+                };
+            }
+        }
     }
 }
 

@@ -684,6 +684,60 @@ fn run(
                 continue;
             }
             Op::Filler => unreachable!("the second slot of ld_imm64 is never a jump target"),
+            Op::MovAddJcc => {
+                reg[d] = reg[r].wrapping_add(imm);
+                // SAFETY: `fuse` only fuses when slot pc+2 exists.
+                #[allow(unsafe_code)]
+                let j = unsafe { *slots.get_unchecked(pc + 2) };
+                let (a, b) = (reg[d], reg[(j.src & 15) as usize]);
+                let taken = match j.op {
+                    Op::Jgt64R => a > b,
+                    Op::Jge64R => a >= b,
+                    Op::Jlt64R => a < b,
+                    _ => a <= b,
+                };
+                if taken {
+                    let t = j.off as usize;
+                    pc += 2;
+                    if t <= pc {
+                        charge!(t);
+                    }
+                    pc = t;
+                } else {
+                    pc += 3;
+                }
+                continue;
+            }
+            Op::AddJccImm => {
+                reg[d] = reg[d].wrapping_add(imm);
+                // SAFETY: `fuse` only fuses when slot pc+1 exists.
+                #[allow(unsafe_code)]
+                let j = unsafe { *slots.get_unchecked(pc + 1) };
+                let (a, b) = (reg[d], j.imm);
+                let taken = match j.op {
+                    Op::Jeq64I => a == b,
+                    Op::Jne64I => a != b,
+                    Op::Jgt64I => a > b,
+                    Op::Jge64I => a >= b,
+                    Op::Jlt64I => a < b,
+                    Op::Jle64I => a <= b,
+                    Op::Jsgt64I => (a as i64) > b as i64,
+                    Op::Jsge64I => (a as i64) >= b as i64,
+                    Op::Jslt64I => (a as i64) < b as i64,
+                    _ => (a as i64) <= b as i64,
+                };
+                if taken {
+                    let t = j.off as usize;
+                    pc += 1;
+                    if t <= pc {
+                        charge!(t);
+                    }
+                    pc = t;
+                } else {
+                    pc += 2;
+                }
+                continue;
+            }
         }
         pc += 1;
     }
@@ -858,6 +912,29 @@ mod tests {
         // ingress_ifindex and rx_queue_index.
         let p = prog("ldxw %r0, [%r1+12]\nldxw %r2, [%r1+16]\nlsh %r0, 8\nor %r0, %r2\nexit");
         assert_eq!(Vm::new().run_xdp(&p, &mut frame), Ok(0x301));
+    }
+
+    #[test]
+    fn fused_sequences_match_their_parts_and_can_be_entered_midway() {
+        // mov/add/jgt: the bounds-check shape, taken and not taken, and
+        // entered at the add and at the jump.
+        let check = |r1: u64, r3: u64, entry: &str| {
+            let src = format!(
+                "mov %r3, {r3}\nmov %r1, {r1}\nmov %r0, 0\n{entry}\n\
+                 top:\nmov %r2, %r1\nmid:\nadd %r2, 14\njump:\njgt %r2, %r3, out\n\
+                 mov %r0, 1\nexit\nout:\nmov %r0, 2\nexit"
+            );
+            run(&src, &mut []).unwrap()
+        };
+        assert_eq!(check(100, 114, "ja top"), 1);
+        assert_eq!(check(100, 113, "ja top"), 2);
+        assert_eq!(check(100, 113, "mov %r2, 0\nja mid"), 1); // r2 = 14 <= 113
+        assert_eq!(check(100, 113, "mov %r2, 500\nja jump"), 2);
+        // add/jcc loop tail, with a signed comparison and a backward jump.
+        let src = "mov %r0, 0\nmov %r4, 5\nl:\nadd %r0, 3\nadd %r4, -1\njsgt %r4, 0, l\nexit";
+        assert_eq!(run(src, &mut []), Ok(15));
+        let src = "mov %r0, 0\nmov %r4, -3\nl:\nadd %r0, 1\nadd %r4, 1\njne %r4, 0, l\nexit";
+        assert_eq!(run(src, &mut []), Ok(3));
     }
 
     #[test]
