@@ -52,8 +52,6 @@
 //! Frames may cross threads (a memory-ring port hands them to another
 //! worker); pools are therefore safe to free into from any thread.
 
-#[cfg(feature = "afxdp")]
-pub mod afxdp;
 mod common;
 pub mod fault;
 pub mod null;
