@@ -356,7 +356,9 @@ pub struct HostPorts {
 
 impl std::fmt::Debug for HostPorts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostPorts").field("ports", &self.shared.ports.len()).finish()
+        f.debug_struct("HostPorts")
+            .field("ports", &self.shared.ports.len())
+            .finish()
     }
 }
 
@@ -541,7 +543,9 @@ impl Dataplane {
     /// A handle on the PASS and host-TX queues of every port, for a host
     /// stack running on its own thread.
     pub fn host_ports(&self) -> HostPorts {
-        HostPorts { shared: self.shared.clone() }
+        HostPorts {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Reads every counter.
