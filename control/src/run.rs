@@ -12,6 +12,9 @@ use serde::Deserialize;
 use serde_json::json;
 use sluice_bpf::object::{LoadOptions, LoadedObject};
 use sluice_bpf::Program;
+use sluice_dataplane::host::{
+    http, metrics, Handler, HostConfig, HostStack, HostStackStats, HttpConfig,
+};
 use sluice_dataplane::{parse_core_list, Dataplane, Hook, PortSnapshot, Stats};
 use sluice_drivers::spec::{self, PortSpec};
 
@@ -52,6 +55,28 @@ pub struct RunArgs {
     /// Final statistics as one JSON object on stdout.
     #[arg(short = 'j', long)]
     pub json: bool,
+    // ---- host stack (issue 6) ----
+    /// An address the host stack owns: `ADDR/PREFIX[@PORT]` (IPv4 or IPv6;
+    /// port 0 by default; repeatable). Turns the host stack on: it answers
+    /// ARP/NDP and ping and serves HTTP on these addresses.
+    #[arg(long = "host-ip", value_name = "ADDR/PREFIX[@PORT]")]
+    pub host_ip: Vec<String>,
+    /// Default gateway of the host stack: `ADDR[@PORT]` (repeatable, one
+    /// per family and port).
+    #[arg(long = "gateway", value_name = "ADDR[@PORT]")]
+    pub gateway: Vec<String>,
+    /// Get an IPv4 address by DHCP on a port (default port 0; repeatable).
+    #[arg(long = "dhcp", value_name = "PORT", num_args = 0..=1, default_missing_value = "0")]
+    pub dhcp: Vec<String>,
+    /// TCP port of the HTTP service on the host stack (`/metrics`,
+    /// `/status`); 0 turns it off.
+    #[arg(long = "http-port", default_value_t = 9100)]
+    pub http_port: u16,
+    /// Bearer token required by HTTP requests that change state (without
+    /// one, such requests are always refused).
+    #[arg(long = "http-token", value_name = "TOKEN")]
+    pub http_token: Option<String>,
+    // ---- end host stack ----
 }
 
 /// The TOML configuration of `sluice run` (and, later, the daemon).
@@ -277,7 +302,31 @@ pub fn run(a: RunArgs) -> Result<()> {
         builder = builder.program(*i, *hook, prog, &label);
     }
     let workers = builder.workers();
-    let dp = builder.start()?;
+    // ---- host stack (issue 6): PASS traffic to smoltcp, HTTP /metrics and /status ----
+    let host_cfg = host_config(&a)?;
+    if host_cfg.is_some() {
+        builder = builder.host_stack(true);
+    }
+    let dp = Arc::new(builder.start()?);
+    let host = match host_cfg {
+        Some(cfg) => {
+            let handler = cfg.http.is_some().then(|| http_handler(&dp));
+            let h = HostStack::start(dp.host_ports(), cfg, handler)?;
+            if !a.quiet && !a.json {
+                for p in h.stats().ports.iter().filter(|p| !p.addresses.is_empty()) {
+                    eprintln!(
+                        "sluice: host stack on {} ({}): {}",
+                        p.name,
+                        p.mac,
+                        p.addresses.join(" ")
+                    );
+                }
+            }
+            Some(h)
+        }
+        None => None,
+    };
+    // ---- end host stack ----
     let duration = a.duration.or(cfg.duration).map(Duration::from_secs_f64);
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -308,14 +357,120 @@ pub fn run(a: RunArgs) -> Result<()> {
             last_t = Instant::now();
         }
     }
-    let stats = dp.stop();
+    // ---- host stack (issue 6) ----
+    // The host thread holds the HTTP handler and with it the dataplane:
+    // stop it first.
+    let host_stats = host.map(HostStack::stop);
+    let stats = match Arc::try_unwrap(dp) {
+        Ok(dp) => dp.stop(),
+        Err(dp) => dp.stats(),
+    };
     if a.json {
-        println!("{}", stats_json(&stats));
+        let mut j = stats_json(&stats);
+        if let Some(h) = &host_stats {
+            j["host_stack"] = host_json(h);
+        }
+        println!("{j}");
     } else {
         print_table(&stats);
+        if let Some(h) = &host_stats {
+            print_host_table(h);
+        }
     }
+    // ---- end host stack ----
     Ok(())
 }
+
+// ---- host stack (issue 6) ----
+
+/// The host stack's configuration from the command line; `None` when no
+/// address or DHCP client is asked for.
+fn host_config(a: &RunArgs) -> Result<Option<HostConfig>> {
+    let mut cfg = HostConfig::from_args(&a.host_ip, &a.gateway, &a.dhcp)?;
+    if !cfg.has_interfaces() {
+        if !a.gateway.is_empty() || a.http_token.is_some() {
+            bail!("--gateway and --http-token need a host stack: give --host-ip or --dhcp");
+        }
+        return Ok(None);
+    }
+    if a.http_port != 0 {
+        cfg.http = Some(HttpConfig {
+            port: a.http_port,
+            token: a.http_token.clone(),
+            ..HttpConfig::default()
+        });
+    }
+    Ok(Some(cfg))
+}
+
+/// `GET /metrics` (Prometheus text) and `GET /status` (the `-j` JSON plus
+/// the host stack's counters), both read live from the dataplane.
+fn http_handler(dp: &Arc<Dataplane>) -> Box<dyn Handler> {
+    let (m, s) = (dp.clone(), dp.clone());
+    Box::new(http::metrics_status(
+        move |host| metrics::render(&m.stats(), Some(host)),
+        move |host| {
+            let mut j = stats_json(&s.stats());
+            j["host_stack"] = host_json(host);
+            j.to_string()
+        },
+    ))
+}
+
+/// The host stack's counters as JSON.
+fn host_json(h: &HostStackStats) -> serde_json::Value {
+    let ports: Vec<serde_json::Value> = h
+        .ports
+        .iter()
+        .map(|p| {
+            let c = &p.counters;
+            let drops: serde_json::Map<String, serde_json::Value> = c
+                .drops()
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), json!(v)))
+                .collect();
+            json!({
+                "name": p.name,
+                "mac": p.mac,
+                "addresses": p.addresses,
+                "rx_frames": c.rx_frames,
+                "rx_bytes": c.rx_bytes,
+                "tx_frames": c.tx_frames,
+                "tx_bytes": c.tx_bytes,
+                "tx_deferred": c.tx_deferred,
+                "dropped": drops,
+            })
+        })
+        .collect();
+    let x = &h.http;
+    json!({
+        "ports": ports,
+        "http": {
+            "connections": x.connections,
+            "requests": x.requests,
+            "responses_2xx": x.responses_2xx,
+            "responses_4xx": x.responses_4xx,
+            "responses_5xx": x.responses_5xx,
+            "unauthorized": x.unauthorized,
+            "rejected": x.rejected,
+        },
+    })
+}
+
+fn print_host_table(h: &HostStackStats) {
+    for p in h.ports.iter().filter(|p| !p.addresses.is_empty()) {
+        let c = &p.counters;
+        println!(
+            "host {:<15} rx {} tx {} dropped {} ({})",
+            p.name,
+            c.rx_frames,
+            c.tx_frames,
+            c.rx_dropped() + c.tx_queue_full + c.tx_no_buffer + c.tx_oversize,
+            p.addresses.join(" ")
+        );
+    }
+}
+// ---- end host stack ----
 
 fn status_line(prev: &Stats, now: &Stats, secs: f64) -> String {
     let parts: Vec<String> = now

@@ -19,6 +19,7 @@
 //! and NFV programs embed.
 
 pub mod capture;
+pub mod host;
 pub mod slot;
 pub mod stats;
 mod worker;
@@ -34,6 +35,7 @@ use sluice_bpf::Program;
 use sluice_drivers::{Frame, Port, PortError, PortInfo, DEFAULT_BURST, MAX_BURST};
 
 pub use capture::{CaptureTap, Captured};
+pub use host::{HostConfig, HostStack};
 pub use slot::{ProgramSlot, Quiescence, StaleVersion, Version};
 pub use stats::{PortCounters, PortSnapshot};
 
