@@ -136,10 +136,20 @@ impl Config {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let cfg: Config = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
-            match line {
-                Some(l) => anyhow::anyhow!("{}: line {l}: {}", path.display(), e.message()),
-                None => anyhow::anyhow!("{}: {}", path.display(), e.message()),
+            let Some(span) = e.span() else {
+                return anyhow::anyhow!("{}: {}", path.display(), e.message());
+            };
+            let line = text[..span.start].matches('\n').count() + 1;
+            // The key of the line the error is on, unless the message
+            // names it already (unknown fields do).
+            let start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+            let key = text[start..]
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !k.starts_with('[') && !e.message().contains(k));
+            match key {
+                Some(k) => anyhow::anyhow!("{}: line {line}: {k}: {}", path.display(), e.message()),
+                None => anyhow::anyhow!("{}: line {line}: {}", path.display(), e.message()),
             }
         })?;
         for (i, p) in cfg.ports.iter().enumerate() {
@@ -345,6 +355,13 @@ pub fn run(a: RunArgs) -> Result<()> {
     loop {
         std::thread::sleep(Duration::from_millis(100));
         if stop.load(Ordering::Relaxed) || duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        // Without a duration, a run whose ports all end stops once they
+        // have: every worker then finishes the bursts it holds.
+        if duration.is_none() && ports.iter().all(|p| p.is_exhausted() == Some(true)) {
+            dp.wait_quiescent(Duration::from_secs(1));
+            dp.wait_quiescent(Duration::from_secs(1));
             break;
         }
         if last_t.elapsed() >= Duration::from_secs(1) {

@@ -79,7 +79,8 @@ counters! {
         xdp_pass,
         /// Verdict XDP_ABORTED, a run-time fault, or an unknown verdict.
         xdp_aborted,
-        /// Of the aborted: the program faulted (memory, budget, helper).
+        /// Program runs that faulted (memory, budget, helper): on ingress
+        /// they count as aborted, on egress as egress drops.
         prog_faults,
         /// Redirects to a port that does not exist (dropped).
         redirect_invalid,

@@ -126,6 +126,7 @@ fn run_program(
     frame: &mut Frame,
     ifindex: u32,
     queue: u16,
+    egress_ifindex: u32,
     counters: &C,
 ) -> (u64, Option<u32>) {
     let (head, len) = (frame.head(), frame.len());
@@ -136,6 +137,7 @@ fn run_program(
         end: head + len,
         ingress_ifindex: ifindex,
         rx_queue_index: u32::from(queue),
+        egress_ifindex,
         redirect: None,
     };
     let r = vm.run_xdp(&version.program, &mut xf);
@@ -170,9 +172,11 @@ fn process(
     let started = program.as_ref().map(|_| Instant::now());
     let ifindex = entry.info.ifindex;
     burst.drain_front(n, |mut frame| {
+        // Where it came in, for the egress program of the port it leaves by.
+        frame.rx_port = port as u16;
         let (verdict, target) = match &program {
             None => (XDP_PASS, None),
-            Some(v) => run_program(vm, v, &mut frame, ifindex, queue, c),
+            Some(v) => run_program(vm, v, &mut frame, ifindex, queue, 0, c),
         };
         if let Some(t) = tap.as_ref() {
             if t.wants(verdict) {
@@ -228,6 +232,8 @@ fn drain_host_tx(shared: &Shared, w: usize, tx: &mut [Burst]) -> usize {
         while !tx[p].is_full() {
             let Some(f) = entry.host_tx.pop() else { break };
             C::add(&shared.stats[w][p].host_tx, 1);
+            let mut f = f;
+            f.rx_port = u16::MAX; // from the host: no ingress port
             let _ = tx[p].push(f);
             moved += 1;
         }
@@ -249,7 +255,12 @@ fn flush(shared: &Shared, w: usize, vm: &mut Vm, txq: &mut [Box<dyn TxQueue>], t
             // abort is sent.
             let mut keep = Burst::new(MAX_BURST);
             b.drain_front(n, |mut f| {
-                let (v, _) = run_program(vm, &egress, &mut f, ifindex, 0, c);
+                let ingress = shared
+                    .ports
+                    .get(usize::from(f.rx_port))
+                    .map_or(0, |e| e.info.ifindex);
+                let rxq = f.rx_queue;
+                let (v, _) = run_program(vm, &egress, &mut f, ingress, rxq, ifindex, c);
                 if v == XDP_DROP || v == XDP_ABORTED || v > XDP_REDIRECT {
                     C::add(&c.egress_drop, 1);
                 } else {

@@ -530,6 +530,12 @@ pub trait Port: Send + Sync {
     fn queue_stats(&self) -> Vec<QueueReport> {
         Vec::new()
     }
+    /// For a port whose RX ends (a null port with a limit, a pcap file
+    /// played a finite number of times): whether it has handed out every
+    /// packet. `None` for ports that can always receive more.
+    fn is_exhausted(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// One queue's counters, as a port reports them.

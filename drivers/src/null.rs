@@ -240,6 +240,10 @@ impl Port for NullPort {
         &self.info
     }
 
+    fn is_exhausted(&self) -> Option<bool> {
+        self.remaining().map(|r| r == 0)
+    }
+
     fn open_rx(&self, q: u16) -> Result<Box<dyn RxQueue>, PortError> {
         Ok(Box::new(NullRx {
             claim: self.rx_claims.claim(q)?,

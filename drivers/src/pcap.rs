@@ -1153,6 +1153,13 @@ impl Port for PcapPort {
         &self.info
     }
 
+    fn is_exhausted(&self) -> Option<bool> {
+        match &self.input {
+            Some(i) if i.loops == Loops::Forever => None,
+            _ => Some(PcapPort::is_exhausted(self)),
+        }
+    }
+
     fn open_rx(&self, q: u16) -> Result<Box<dyn RxQueue>, PortError> {
         let claim = self.rx_claims.claim(q)?;
         let cursor = self

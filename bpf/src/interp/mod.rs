@@ -162,6 +162,9 @@ pub struct XdpFrame<'a> {
     pub ingress_ifindex: u32,
     /// Queue the packet arrived on.
     pub rx_queue_index: u32,
+    /// For an egress program, the port the packet is about to leave by
+    /// (0 on ingress), as Linux gives devmap programs.
+    pub egress_ifindex: u32,
     /// Set by a run: the port `bpf_redirect`/`bpf_redirect_map` chose.
     pub redirect: Option<u32>,
 }
@@ -176,6 +179,7 @@ impl<'a> XdpFrame<'a> {
             end,
             ingress_ifindex: 0,
             rx_queue_index: 0,
+            egress_ifindex: 0,
             redirect: None,
         }
     }
@@ -310,6 +314,7 @@ impl Vm {
         ctx[xdp_md::DATA_META / 4] = v(frame.meta);
         ctx[xdp_md::INGRESS_IFINDEX / 4] = frame.ingress_ifindex;
         ctx[xdp_md::RX_QUEUE_INDEX / 4] = frame.rx_queue_index;
+        ctx[xdp_md::EGRESS_IFINDEX / 4] = frame.egress_ifindex;
         let mut ctx_bytes = [0u8; xdp_md::SIZE];
         for (dst, src) in ctx_bytes.chunks_exact_mut(4).zip(ctx) {
             dst.copy_from_slice(&src.to_le_bytes());
@@ -894,6 +899,7 @@ mod tests {
             end: 256 + 64,
             ingress_ifindex: 3,
             rx_queue_index: 1,
+            egress_ifindex: 0,
             redirect: None,
         };
         assert_eq!(Vm::new().run_xdp(&p, &mut frame), Ok(164));
