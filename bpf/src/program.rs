@@ -251,6 +251,10 @@ pub(crate) enum Op {
     /// Fused `add dst, imm; jcc dst, imm2, target` (a loop's tail): the jump
     /// is read from slot pc+1.
     AddJccImm,
+    /// Fused `ldx{b,h,w,dw} dst, [src+off]; stx [base+off2], dst` of the
+    /// same size (clang's byte-by-byte copies): imm holds the size, the
+    /// store is read from slot pc+1.
+    LdxStx,
 }
 
 /// One lowered instruction.
@@ -705,6 +709,25 @@ fn fuse(slots: &mut [Slot], starts: &[bool]) {
                     src: s.src,
                     off: 0,
                     imm: add.imm,
+                };
+            }
+        } else if matches!(s.op, Op::Ldxb | Op::Ldxh | Op::Ldxw | Op::Ldxdw)
+            && pc + 1 < slots.len()
+            && starts[pc + 1]
+        {
+            let st = slots[pc + 1];
+            let size = match (s.op, st.op) {
+                (Op::Ldxb, Op::Stxb) => 1,
+                (Op::Ldxh, Op::Stxh) => 2,
+                (Op::Ldxw, Op::Stxw) => 4,
+                (Op::Ldxdw, Op::Stxdw) => 8,
+                _ => 0,
+            };
+            if size != 0 && st.src == s.dst {
+                slots[pc] = Slot {
+                    op: Op::LdxStx,
+                    imm: size,
+                    ..s
                 };
             }
         } else if s.op == Op::Add64I && pc + 1 < slots.len() && starts[pc + 1] {

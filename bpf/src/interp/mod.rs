@@ -713,6 +713,27 @@ fn run(
                 }
                 continue;
             }
+            Op::LdxStx => {
+                // SAFETY: `fuse` only fuses when slot pc+1 exists.
+                #[allow(unsafe_code)]
+                let st = unsafe { *slots.get_unchecked(pc + 1) };
+                let v = match imm {
+                    1 => load!(1, s),
+                    2 => load!(2, s),
+                    4 => load!(4, s),
+                    _ => load!(8, s),
+                };
+                reg[d] = v;
+                pc += 1;
+                match imm {
+                    1 => store!(1, st, v),
+                    2 => store!(2, st, v),
+                    4 => store!(4, st, v),
+                    _ => store!(8, st, v),
+                }
+                pc += 1;
+                continue;
+            }
             Op::AddJccImm => {
                 reg[d] = reg[d].wrapping_add(imm);
                 // SAFETY: `fuse` only fuses when slot pc+1 exists.
@@ -941,6 +962,27 @@ mod tests {
         assert_eq!(run(src, &mut []), Ok(15));
         let src = "mov %r0, 0\nmov %r4, -3\nl:\nadd %r0, 1\nadd %r4, 1\njne %r4, 0, l\nexit";
         assert_eq!(run(src, &mut []), Ok(3));
+        // ldx/stx pairs of each size, and a store that faults names its own
+        // instruction.
+        let mut mem = [1u8, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0];
+        let src = "ldxb %r2, [%r1+0]\nstxb [%r1+8], %r2\nldxh %r2, [%r1+1]\nstxh [%r1+9], %r2\n\
+                   ldxw %r2, [%r1+2]\nstxw [%r1+11], %r2\nldxdw %r0, [%r1+8]\nexit";
+        assert_eq!(
+            run(src, &mut mem),
+            Ok(u64::from_le_bytes([1, 2, 3, 3, 4, 5, 6, 0]))
+        );
+        let e = run("ldxw %r2, [%r1+0]\nstxw [%r1+14], %r2\nexit", &mut mem).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Fault::MemoryAccess {
+                    pc: 1,
+                    write: true,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
