@@ -38,8 +38,9 @@
 //! | `tx_burst` | reserve TX descriptors, submit, kick with `sendto` only if the ring asks (`need_wakeup`); reclaim from the completion ring | `rte_eth_tx_burst`, the rest stays with the caller | fill TX slots, `NIOCTXSYNC` per burst |
 //! | foreign frames on TX | copied into a UMEM frame unless the pools share the UMEM | copied into an mbuf of the port's pool | copied into a ring buffer (or slot buffer swap within one pool) |
 //!
-//! Headroom: AF_XDP's `XDP_UMEM_UNALIGNED_CHUNK_FLAG`-free layout gives each
-//! frame `frame_headroom` bytes, set to [`HEADROOM`]; DPDK's
+//! Headroom: AF_XDP registers its UMEM with `headroom = 0`, because the
+//! kernel already places every received packet `XDP_PACKET_HEADROOM` (256)
+//! bytes into its frame, in copy and zero-copy mode alike; DPDK's
 //! `RTE_PKTMBUF_HEADROOM` is 128 by default, so Sluice creates its pools with
 //! a 256-byte headroom; netmap buffers get the packet written at an offset.
 //!
@@ -52,6 +53,8 @@
 //! Frames may cross threads (a memory-ring port hands them to another
 //! worker); pools are therefore safe to free into from any thread.
 
+#[cfg(feature = "afxdp")]
+pub mod afxdp;
 mod common;
 pub mod fault;
 pub mod null;

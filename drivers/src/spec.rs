@@ -5,7 +5,14 @@
 //! ring:NAME[,peer=OTHER][,queues=N][,size=N]
 //! null[:NAME][,size=N][,queues=N][,limit=N]      also null:size=N,...
 //! pcap:[in=FILE][,out=FILE][,loop=N|forever]     at least one of in, out
+//! afxdp:IFACE[:QUEUES][,xdp=auto|native|generic][,bind=auto|zerocopy|copy]
+//!       [,ring=N][,frames=N][,frame_size=2048|4096][,umem=shared|own]
 //! ```
+//!
+//! `QUEUES` of an `afxdp` port is a count `N` (queues `0..N`) or a range
+//! `A-B`; without it the port takes every queue of the interface. `frames`
+//! is UMEM frames per queue. AF_XDP ports opened by one [`open`] call share
+//! one UMEM unless they say `umem=own` (see [`crate::afxdp`]).
 //!
 //! A specification is `DRIVER[:ARGS]`; `ARGS` is a comma-separated list of
 //! `KEY=VALUE` pairs, optionally led by a bare `NAME`. Values cannot hold
@@ -49,6 +56,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
+#[cfg(feature = "afxdp")]
+use crate::afxdp::{AfXdpConfig, AfXdpPort, BindMode, Queues, XdpMode};
 use crate::null::{NullConfig, NullPort, DEFAULT_SIZE, MAX_SIZE};
 use crate::pcap::{Loops, PcapConfig, PcapPort};
 use crate::ring::RingPort;
@@ -62,6 +71,10 @@ pub const MAX_RING_SIZE: usize = 1 << 20;
 pub const DEFAULT_RING_SIZE: usize = 1024;
 
 /// The drivers this build knows, for messages.
+#[cfg(feature = "afxdp")]
+const DRIVERS: &str = "ring, null, pcap, afxdp";
+/// The drivers this build knows, for messages.
+#[cfg(not(feature = "afxdp"))]
 const DRIVERS: &str = "ring, null, pcap";
 
 /// A parsed port specification.
@@ -73,6 +86,9 @@ pub enum PortSpec {
     Null(NullSpec),
     /// `pcap:[in=FILE][,out=FILE][,loop=N|forever]`.
     Pcap(PcapSpec),
+    /// `afxdp:IFACE[:QUEUES][,KEY=VALUE...]`.
+    #[cfg(feature = "afxdp")]
+    AfXdp(AfXdpConfig),
 }
 
 /// A ring port (see the module docs for pairing).
@@ -280,6 +296,8 @@ impl PortSpec {
                     loops,
                 }))
             }
+            #[cfg(feature = "afxdp")]
+            "afxdp" => parse_afxdp(spec, &args).map(PortSpec::AfXdp),
             "" => Err(bad(spec, format!("no driver (known: {DRIVERS})"))),
             d => Err(bad(
                 spec,
@@ -302,8 +320,113 @@ impl PortSpec {
                     file.map(|f| f.display().to_string()).unwrap_or_default()
                 )
             }
+            #[cfg(feature = "afxdp")]
+            PortSpec::AfXdp(c) => c.port_name(),
         }
     }
+}
+
+/// Parses the arguments of `afxdp:IFACE[:QUEUES][,KEY=VALUE...]`.
+#[cfg(feature = "afxdp")]
+fn parse_afxdp(spec: &str, args: &Args<'_>) -> Result<AfXdpConfig, PortError> {
+    args.only(
+        "afxdp",
+        &[
+            "queues",
+            "xdp",
+            "bind",
+            "ring",
+            "frames",
+            "frame_size",
+            "umem",
+        ],
+    )?;
+    let first = args
+        .positional
+        .ok_or_else(|| bad(spec, "afxdp needs an interface: afxdp:IFACE[:QUEUES]"))?;
+    let (iface, queues) = match first.split_once(':') {
+        Some((i, q)) => (i, Some(q)),
+        None => (first, None),
+    };
+    if iface.is_empty() || iface.len() > 15 || iface.chars().any(|c| c.is_whitespace() || c == '/')
+    {
+        return Err(bad(
+            spec,
+            format!("interface name \"{iface}\": 1 to 15 characters, no spaces or slashes"),
+        ));
+    }
+    if queues.is_some() && args.get("queues").is_some() {
+        return Err(bad(spec, "queues: given twice (as :QUEUES and queues=)"));
+    }
+    let mut cfg = AfXdpConfig::new(iface);
+    if let Some(q) = queues.or(args.get("queues")) {
+        let num = |s: &str| {
+            s.parse::<u16>()
+                .ok()
+                .filter(|n| *n < MAX_QUEUES)
+                .ok_or_else(|| bad(spec, format!("queues: invalid queue \"{s}\"")))
+        };
+        cfg.queues = match q.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(bad(spec, format!("queues: range {q} is backwards")));
+                }
+                Queues::Range(a, b)
+            }
+            None => match num(q)? {
+                0 => return Err(bad(spec, "queues: 0 out of range (1..=1023)")),
+                n => Queues::Count(n),
+            },
+        };
+    }
+    let choice = |key: &str, options: &[&str]| -> Result<Option<usize>, PortError> {
+        match args.get(key) {
+            None => Ok(None),
+            Some(v) => options
+                .iter()
+                .position(|o| *o == v)
+                .map(Some)
+                .ok_or_else(|| {
+                    bad(
+                        spec,
+                        format!("{key}: \"{v}\" is not one of {}", options.join(", ")),
+                    )
+                }),
+        }
+    };
+    if let Some(i) = choice("xdp", &["auto", "native", "generic"])? {
+        cfg.xdp_mode = [XdpMode::Auto, XdpMode::Native, XdpMode::Generic][i];
+    }
+    if let Some(i) = choice("bind", &["auto", "zerocopy", "copy"])? {
+        cfg.bind_mode = [BindMode::Auto, BindMode::ZeroCopy, BindMode::Copy][i];
+    }
+    if let Some(i) = choice("umem", &["shared", "own"])? {
+        cfg.shared_umem = i == 0;
+    }
+    if let Some(i) = choice("frame_size", &["2048", "4096"])? {
+        cfg.frame_size = [2048, 4096][i];
+    }
+    if let Some(r) = args.num("ring", 64..=32768u32)? {
+        if !r.is_power_of_two() {
+            return Err(bad(spec, format!("ring: {r} is not a power of two")));
+        }
+        cfg.ring_size = r;
+        cfg.frames_per_queue = crate::afxdp::DEFAULT_FRAMES_PER_RING * r;
+    }
+    if let Some(f) = args.num("frames", 64..=(1u32 << 22))? {
+        if f < cfg.ring_size {
+            return Err(bad(
+                spec,
+                format!(
+                    "frames: {f} cannot fill a {}-entry fill ring",
+                    cfg.ring_size
+                ),
+            ));
+        }
+        cfg.frames_per_queue = f;
+    }
+    Ok(cfg)
 }
 
 impl FromStr for PortSpec {
@@ -370,6 +493,30 @@ impl fmt::Display for PortSpec {
                     Loops::Forever => f.write_str(",loop=forever"),
                 }
             }
+            #[cfg(feature = "afxdp")]
+            PortSpec::AfXdp(c) => {
+                let d = AfXdpConfig::new(&c.iface);
+                f.write_str(&c.port_name())?;
+                if c.xdp_mode != d.xdp_mode {
+                    write!(f, ",xdp={}", c.xdp_mode.name())?;
+                }
+                if c.bind_mode != d.bind_mode {
+                    write!(f, ",bind={}", c.bind_mode.name())?;
+                }
+                if c.ring_size != d.ring_size {
+                    write!(f, ",ring={}", c.ring_size)?;
+                }
+                if c.frames_per_queue != crate::afxdp::DEFAULT_FRAMES_PER_RING * c.ring_size {
+                    write!(f, ",frames={}", c.frames_per_queue)?;
+                }
+                if c.frame_size != d.frame_size {
+                    write!(f, ",frame_size={}", c.frame_size)?;
+                }
+                if !c.shared_umem {
+                    f.write_str(",umem=own")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -397,6 +544,26 @@ pub fn open(specs: &[PortSpec]) -> Result<Vec<Arc<dyn Port>>, PortError> {
         names.push(name);
     }
     let mut ports: Vec<Option<Arc<dyn Port>>> = vec![None; specs.len()];
+    // AF_XDP ports open together, so that they can share one UMEM.
+    #[cfg(feature = "afxdp")]
+    {
+        let afxdp: Vec<(usize, &AfXdpConfig)> = specs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                PortSpec::AfXdp(c) => Some((i, c)),
+                _ => None,
+            })
+            .collect();
+        if !afxdp.is_empty() {
+            let list: Vec<(&str, &AfXdpConfig)> =
+                afxdp.iter().map(|&(i, c)| (names[i].as_str(), c)).collect();
+            let opened = AfXdpPort::open_with(&crate::afxdp::sys::LinuxSys::shared(), &list)?;
+            for (&(i, _), port) in afxdp.iter().zip(opened) {
+                ports[i] = Some(port);
+            }
+        }
+    }
     for (i, spec) in specs.iter().enumerate() {
         if ports[i].is_some() {
             continue; // the second of a pair, made with the first
@@ -437,6 +604,9 @@ pub fn open(specs: &[PortSpec]) -> Result<Vec<Arc<dyn Port>>, PortError> {
                     ..PcapConfig::default()
                 },
             )?,
+            // Opened above, with the other AF_XDP ports.
+            #[cfg(feature = "afxdp")]
+            PortSpec::AfXdp(_) => continue,
         };
         ports[i] = Some(port);
     }
@@ -699,18 +869,68 @@ mod tests {
                 "pcap:out=o,loop=2",
                 r#"port spec "pcap:out=o,loop=2": loop: there is no in=FILE to loop over"#,
             ),
-            (
-                "afxdp:eth0",
-                r#"port spec "afxdp:eth0": unknown driver "afxdp" (known: ring, null, pcap)"#,
-            ),
-            (
-                ":x",
-                r#"port spec ":x": no driver (known: ring, null, pcap)"#,
-            ),
             ("null:=5", r#"port spec "null:=5": "=5": missing key"#),
         ];
         for (spec, want) in cases {
             assert_eq!(err(spec), want, "{spec}");
+        }
+        assert_eq!(
+            err("dpdk:0"),
+            format!(r#"port spec "dpdk:0": unknown driver "dpdk" (known: {DRIVERS})"#)
+        );
+        assert_eq!(
+            err(":x"),
+            format!(r#"port spec ":x": no driver (known: {DRIVERS})"#)
+        );
+    }
+
+    #[cfg(feature = "afxdp")]
+    #[test]
+    fn afxdp_specs_parse_and_print_back() {
+        let c = |s: &str| match parse(s) {
+            PortSpec::AfXdp(c) => c,
+            other => panic!("{s}: {other:?}"),
+        };
+        let d = c("afxdp:veth0");
+        assert_eq!(d, AfXdpConfig::new("veth0"));
+        assert_eq!(d.queues, Queues::All);
+        assert_eq!(c("afxdp:eth1:4").queues, Queues::Count(4));
+        assert_eq!(c("afxdp:eth1:2-3").queues, Queues::Range(2, 3));
+        assert_eq!(c("afxdp:eth1,queues=2").queues, Queues::Count(2));
+        let full =
+            c("afxdp:eth1:2,xdp=generic,bind=copy,ring=512,frames=4096,frame_size=4096,umem=own");
+        assert_eq!(full.xdp_mode, XdpMode::Generic);
+        assert_eq!(full.bind_mode, BindMode::Copy);
+        assert_eq!(
+            (full.ring_size, full.frames_per_queue, full.frame_size),
+            (512, 4096, 4096)
+        );
+        assert!(!full.shared_umem);
+        for s in [
+            "afxdp:veth0",
+            "afxdp:eth1:4",
+            "afxdp:eth1:2-3",
+            "afxdp:eth1:2,xdp=generic,bind=copy,ring=512,frames=4096,frame_size=4096,umem=own",
+            "afxdp:eth1,xdp=native,bind=zerocopy",
+            "afxdp:eth1,ring=256",
+        ] {
+            assert_eq!(parse(s).to_string(), s);
+        }
+        assert_eq!(parse("afxdp:eth1:2-3").port_name(0), "afxdp:eth1:2-3");
+        for (spec, want) in [
+            ("afxdp", "afxdp needs an interface: afxdp:IFACE[:QUEUES]"),
+            ("afxdp:eth0:0", "queues: 0 out of range (1..=1023)"),
+            ("afxdp:eth0:x", "queues: invalid queue \"x\""),
+            ("afxdp:eth0:3-1", "queues: range 3-1 is backwards"),
+            ("afxdp:eth0:2,queues=2", "queues: given twice (as :QUEUES and queues=)"),
+            ("afxdp:eth0,xdp=fast", "xdp: \"fast\" is not one of auto, native, generic"),
+            ("afxdp:eth0,ring=100", "ring: 100 is not a power of two"),
+            ("afxdp:eth0,frames=100", "frames: 100 cannot fill a 2048-entry fill ring"),
+            ("afxdp:eth0,frame_size=1024", "frame_size: \"1024\" is not one of 2048, 4096"),
+            ("afxdp:averyveryverylongname", "interface name \"averyveryverylongname\": 1 to 15 characters, no spaces or slashes"),
+            ("afxdp:eth0,mtu=9000", "unknown key \"mtu\" (afxdp takes queues, xdp, bind, ring, frames, frame_size, umem)"),
+        ] {
+            assert_eq!(err(spec), format!("port spec \"{spec}\": {want}"), "{spec}");
         }
     }
 
