@@ -34,6 +34,7 @@ pub mod maps;
 pub mod native;
 pub mod object;
 pub mod program;
+pub mod verifier;
 
 pub use interp::{Fault, Vm};
 pub use program::{LoadError, Program};
