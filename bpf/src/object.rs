@@ -42,6 +42,7 @@ use crate::maps::map_in_map::MapOfMaps;
 use crate::maps::prog_array::ProgArray;
 use crate::maps::{flags, Map, MapDef, MapError, MapType, Pinning};
 use crate::program::{LoadError, Program};
+use crate::verifier::ProgKind;
 
 /// How to load an object.
 #[derive(Clone, Debug)]
@@ -239,7 +240,7 @@ impl LoadedObject {
                 (t, _) => t,
             };
             let loaded = registry_for(&prog_type).and_then(|reg| {
-                Program::load_with_maps(p.insns.clone(), &reg, maps.clone())
+                Program::load_verified(p.insns.clone(), ProgKind::Xdp, &reg, maps.clone())
                     .map_err(|e: LoadError| e.to_string())
             });
             match loaded {

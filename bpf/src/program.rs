@@ -21,6 +21,8 @@ use crate::isa::{
     Size, Source, Width,
 };
 use crate::maps::{flags, Map, MapType};
+use crate::native::native_ctx_field;
+use crate::verifier::{self, ProgKind, Verified, VerifyError, VerifyOptions};
 
 /// Largest program accepted, in slots (Linux's `BPF_COMPLEXITY_LIMIT_INSNS`).
 pub const MAX_INSNS: usize = 1_000_000;
@@ -86,6 +88,9 @@ pub enum LoadError {
         /// Offset into the value.
         off: u32,
     },
+    /// The verifier refused the program; the error explains where and why.
+    #[error("{0}")]
+    Verify(Box<VerifyError>),
     /// A valid instruction Sluice does not support in this context.
     #[error("insn {pc}: {feature} is not supported")]
     Unsupported {
@@ -283,6 +288,12 @@ pub struct Program {
     pub(crate) map_regions: Box<[Region]>,
     /// Helper table by number, present only when the program uses `callx`.
     pub(crate) callx: Option<Box<[Option<HelperFn>]>>,
+    /// The verifier's result, for programs loaded verified.
+    verified: Option<Verified>,
+    /// Instructions for native engines (context loads rewritten).
+    native_insns: Option<Vec<Insn>>,
+    /// Native lowering, for the unchecked interpreter.
+    pub(crate) native_slots: Option<Box<[Slot]>>,
 }
 
 impl std::fmt::Debug for Program {
@@ -321,6 +332,125 @@ impl Program {
         helpers: &Registry,
         maps: Vec<Arc<Map>>,
     ) -> Result<Program, LoadError> {
+        let lowered = lower(&insns, helpers, &maps, false)?;
+        Ok(Program::assemble(insns, lowered, maps, None, None))
+    }
+
+    /// Verifies a program (see [`crate::verifier`]) and loads it for both
+    /// engines: the checked interpreter, and the native form — context loads
+    /// rewritten for [`crate::native::NativeXdpMd`], global data as host
+    /// addresses — that the unchecked interpreter and the JIT run. This is
+    /// the constructor every product path uses; [`Program::load_with_maps`]
+    /// gives programs that only the checked interpreter will run.
+    ///
+    /// # Errors
+    /// [`LoadError::Verify`] with the verifier's explanation, or any other
+    /// [`LoadError`].
+    pub fn load_verified(
+        insns: Vec<Insn>,
+        kind: ProgKind,
+        helpers: &Registry,
+        maps: Vec<Arc<Map>>,
+    ) -> Result<Program, LoadError> {
+        Program::load_verified_with(insns, kind, helpers, maps, &VerifyOptions::default())
+    }
+
+    /// [`Program::load_verified`] with verifier options (log level, budget).
+    ///
+    /// # Errors
+    /// As [`Program::load_verified`].
+    pub fn load_verified_with(
+        insns: Vec<Insn>,
+        kind: ProgKind,
+        helpers: &Registry,
+        maps: Vec<Arc<Map>>,
+        opts: &VerifyOptions,
+    ) -> Result<Program, LoadError> {
+        let lowered = lower(&insns, helpers, &maps, false)?;
+        let verified = verifier::verify(&insns, kind, helpers, &maps, opts)
+            .map_err(|e| LoadError::Verify(Box::new(e)))?;
+        let mut native = insns.clone();
+        if kind == ProgKind::Xdp {
+            verifier::rewrite_ctx_loads(&mut native, &verified.ctx_loads, |f| {
+                native_ctx_field(f.xdp_md_offset() as usize).unwrap_or((f.xdp_md_offset(), false))
+            });
+        }
+        let native_lowered = lower(&native, helpers, &maps, true)?;
+        Ok(Program::assemble(
+            insns,
+            lowered,
+            maps,
+            Some(verified),
+            Some((native, native_lowered.slots)),
+        ))
+    }
+
+    fn assemble(
+        insns: Vec<Insn>,
+        lowered: Lowered,
+        maps: Vec<Arc<Map>>,
+        verified: Option<Verified>,
+        native: Option<(Vec<Insn>, Box<[Slot]>)>,
+    ) -> Program {
+        let map_regions = maps
+            .iter()
+            .enumerate()
+            .map(|(i, m)| match m.ops().value_area() {
+                Some((p, len)) => {
+                    let vbase = ((DYN_REGIONS + i) as u64) << 32;
+                    let writable = m.def().flags & flags::BPF_F_RDONLY_PROG == 0;
+                    // The program holds `m` for as long as it holds the region.
+                    Region::from_raw(vbase, p, len, writable)
+                }
+                None => Region::EMPTY,
+            })
+            .collect();
+        let (native_insns, native_slots) = match native {
+            Some((i, s)) => (Some(i), Some(s)),
+            None => (None, None),
+        };
+        Program {
+            insns,
+            slots: lowered.slots,
+            helpers: lowered.helpers,
+            maps: maps.into_boxed_slice(),
+            map_regions,
+            callx: lowered.callx,
+            verified,
+            native_insns,
+            native_slots,
+        }
+    }
+
+    /// The verifier's result, when the program was loaded verified.
+    pub fn verified(&self) -> Option<&Verified> {
+        self.verified.as_ref()
+    }
+
+    /// The instructions native engines run (context loads rewritten), when
+    /// the program was verified.
+    pub fn native_insns(&self) -> Option<&[Insn]> {
+        self.native_insns.as_deref()
+    }
+}
+
+/// The engines' form of a program.
+pub(crate) struct Lowered {
+    pub slots: Box<[Slot]>,
+    pub helpers: Box<[(u32, HelperFn)]>,
+    pub callx: Option<Box<[Option<HelperFn>]>>,
+}
+
+/// Decodes, checks and lowers slots. `native`: global-data references
+/// become host addresses (for verified programs run natively) instead of
+/// region addresses.
+fn lower(
+    insns: &[Insn],
+    helpers: &Registry,
+    maps: &[Arc<Map>],
+    native: bool,
+) -> Result<Lowered, LoadError> {
+    {
         if insns.len() > MAX_INSNS {
             return Err(LoadError::TooLarge { len: insns.len() });
         }
@@ -500,7 +630,13 @@ impl Program {
                                 off,
                             });
                         }
-                        let vbase = ((DYN_REGIONS + map as usize) as u64) << 32;
+                        let vbase = if native {
+                            // Global data is an array map: its value area is
+                            // the section's bytes.
+                            m.ops().value_area().map_or(0, |(p, _)| p.as_ptr() as u64)
+                        } else {
+                            ((DYN_REGIONS + map as usize) as u64) << 32
+                        };
                         Slot {
                             op: Op::LdImm64,
                             dst: dst.index(),
@@ -629,29 +765,15 @@ impl Program {
             }
             t.into_boxed_slice()
         });
-        let map_regions = maps
-            .iter()
-            .enumerate()
-            .map(|(i, m)| match m.ops().value_area() {
-                Some((p, len)) => {
-                    let vbase = ((DYN_REGIONS + i) as u64) << 32;
-                    let writable = m.def().flags & flags::BPF_F_RDONLY_PROG == 0;
-                    // The program holds `m` for as long as it holds the region.
-                    Region::from_raw(vbase, p, len, writable)
-                }
-                None => Region::EMPTY,
-            })
-            .collect();
-        Ok(Program {
-            insns,
+        Ok(Lowered {
             slots: slots.into_boxed_slice(),
             helpers: table.into_boxed_slice(),
-            maps: maps.into_boxed_slice(),
-            map_regions,
             callx,
         })
     }
+}
 
+impl Program {
     /// The maps the program references.
     pub fn maps(&self) -> &[Arc<Map>] {
         &self.maps

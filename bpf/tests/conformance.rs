@@ -6,6 +6,7 @@ mod common;
 use common::shared_dir;
 use serde::Deserialize;
 use sluice_bpf::helpers::Registry;
+use sluice_bpf::verifier::ProgKind;
 use sluice_bpf::{Program, Vm};
 
 #[derive(Deserialize)]
@@ -92,5 +93,62 @@ fn all_negative_programs_are_rejected_at_load() {
         "negative: {} of {} rejected at load",
         cases.len(),
         cases.len()
+    );
+}
+
+#[test]
+fn all_conformance_programs_verify_and_pass_natively_and_checked() {
+    // What the plugin does: verify each program as a plain-memory program
+    // of exactly its test's memory, then run it — natively (the verified
+    // fast path) and in the checked mode as a sanitizer.
+    let cases: Vec<Case> = lines("assembled_tests.jsonl");
+    let registry = Registry::conformance();
+    let mut failures = Vec::new();
+    let mut passed = 0;
+    for c in &cases {
+        let expected = u64::from_str_radix(c.result.trim_start_matches("0x"), 16).unwrap();
+        let insns = sluice_bpf::isa::slots(&hex::decode(&c.program).unwrap()).unwrap();
+        let mem = hex::decode(&c.mem).unwrap();
+        let kind = ProgKind::Memory {
+            len: mem.len() as u32,
+        };
+        let prog = match Program::load_verified(insns, kind, &registry, Vec::new()) {
+            Ok(p) => p,
+            Err(e) => {
+                failures.push(format!("{}: verifier: {e}", c.file));
+                continue;
+            }
+        };
+        let mut ok = true;
+        for checked in [false, true] {
+            let mut vm = Vm::new();
+            vm.set_checked(checked);
+            let mut m = mem.clone();
+            match vm.run_mem(&prog, &mut m) {
+                Ok(r0) if r0 == expected => {}
+                Ok(r0) => {
+                    ok = false;
+                    failures.push(format!(
+                        "{} (checked={checked}): r0 = {r0:#x}, expected {expected:#x}",
+                        c.file
+                    ));
+                }
+                Err(e) => {
+                    ok = false;
+                    failures.push(format!("{} (checked={checked}): {e}", c.file));
+                }
+            }
+        }
+        passed += usize::from(ok);
+    }
+    println!(
+        "conformance (verified; native and checked): {passed} of {} passed",
+        cases.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }

@@ -255,6 +255,167 @@ impl Region {
     }
 }
 
+/// How a run reaches memory: checked through [`Regions`], or native for
+/// verified programs ([`NativeAccess`]). The dispatch loop is generic over
+/// it, so each mode gets its own machine code.
+pub(crate) trait Access: Sized {
+    /// The access for a tail-called program.
+    type Retarget<'n>: Access
+    where
+        Self: 'n;
+    /// The lowered slots this mode runs (`None`: the program cannot run in
+    /// this mode).
+    fn slots(prog: &crate::Program) -> Option<&[crate::program::Slot]>;
+    /// A load of N bytes.
+    fn load<const N: usize>(&self, addr: u64) -> Option<u64>;
+    /// A store of N bytes.
+    fn store<const N: usize>(&self, addr: u64, v: u64) -> Option<()>;
+    /// An atomic read-modify-write (see [`Region::atomic`]).
+    fn atomic(
+        &self,
+        addr: u64,
+        wide: bool,
+        kind: u64,
+        operand: u64,
+        expected: u64,
+    ) -> Result<u64, bool>;
+    /// Runs `f` with a helper context for this mode.
+    fn call<R>(
+        &mut self,
+        state: &mut super::ctx::RunState,
+        maps: &[std::sync::Arc<crate::maps::Map>],
+        f: impl FnOnce(&mut super::ctx::CallCtx<'_, '_>) -> R,
+    ) -> R;
+    /// The access for a tail call into `next`.
+    fn retarget<'n>(&'n mut self, next: &'n crate::Program) -> Self::Retarget<'n>;
+}
+
+impl Access for Regions<'_> {
+    type Retarget<'n>
+        = Regions<'n>
+    where
+        Self: 'n;
+
+    fn slots(prog: &crate::Program) -> Option<&[crate::program::Slot]> {
+        Some(&prog.slots)
+    }
+
+    #[inline(always)]
+    fn load<const N: usize>(&self, addr: u64) -> Option<u64> {
+        self.region(addr).load::<N>(addr)
+    }
+
+    #[inline(always)]
+    fn store<const N: usize>(&self, addr: u64, v: u64) -> Option<()> {
+        self.region(addr).store::<N>(addr, v)
+    }
+
+    #[inline]
+    fn atomic(
+        &self,
+        addr: u64,
+        wide: bool,
+        kind: u64,
+        operand: u64,
+        expected: u64,
+    ) -> Result<u64, bool> {
+        self.region(addr)
+            .atomic(addr, wide, kind, operand, expected)
+    }
+
+    fn call<R>(
+        &mut self,
+        state: &mut super::ctx::RunState,
+        maps: &[std::sync::Arc<crate::maps::Map>],
+        f: impl FnOnce(&mut super::ctx::CallCtx<'_, '_>) -> R,
+    ) -> R {
+        f(&mut super::ctx::CallCtx::checked(self, state, maps))
+    }
+
+    fn retarget<'n>(&'n mut self, next: &'n crate::Program) -> Regions<'n> {
+        Regions {
+            dynamic: &mut *self.dynamic,
+            fixed: &next.map_regions,
+        }
+    }
+}
+
+/// Native access for verified programs: program addresses are host
+/// addresses and loads and stores are plain.
+pub(crate) struct NativeAccess {
+    ctx: *mut crate::native::NativeXdpMd,
+}
+
+impl NativeAccess {
+    /// Native access for one run.
+    ///
+    /// # Safety
+    /// Only for runs of programs the verifier accepted (every address such a
+    /// program loads from or stores to is valid host memory of the right
+    /// kind), with `ctx` the run's native context or null.
+    pub(crate) unsafe fn new(ctx: *mut crate::native::NativeXdpMd) -> NativeAccess {
+        NativeAccess { ctx }
+    }
+}
+
+impl Access for NativeAccess {
+    type Retarget<'n> = NativeAccess;
+
+    fn slots(prog: &crate::Program) -> Option<&[crate::program::Slot]> {
+        prog.native_slots.as_deref()
+    }
+
+    #[inline(always)]
+    fn load<const N: usize>(&self, addr: u64) -> Option<u64> {
+        let mut buf = [0u8; 8];
+        // SAFETY: `NativeAccess::new`'s contract: the verifier proved the N
+        // bytes at `addr` readable.
+        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), N) };
+        Some(u64::from_le_bytes(buf))
+    }
+
+    #[inline(always)]
+    fn store<const N: usize>(&self, addr: u64, v: u64) -> Option<()> {
+        let bytes = v.to_le_bytes();
+        // SAFETY: as in `load`, and the verifier proved the bytes writable.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, N) };
+        Some(())
+    }
+
+    #[inline]
+    fn atomic(
+        &self,
+        addr: u64,
+        wide: bool,
+        kind: u64,
+        operand: u64,
+        expected: u64,
+    ) -> Result<u64, bool> {
+        let size = if wide { 8 } else { 4 };
+        let Some(p) = std::ptr::NonNull::new(addr as *mut u8) else {
+            return Err(false);
+        };
+        // Reuse the checked implementation on a one-access region: the
+        // verifier proved `size` writable bytes at `addr`.
+        Region::from_raw(addr, p, size, true).atomic(addr, wide, kind, operand, expected)
+    }
+
+    fn call<R>(
+        &mut self,
+        state: &mut super::ctx::RunState,
+        maps: &[std::sync::Arc<crate::maps::Map>],
+        f: impl FnOnce(&mut super::ctx::CallCtx<'_, '_>) -> R,
+    ) -> R {
+        // SAFETY: native access exists only for verified runs, with this
+        // run's context (`NativeAccess::new`'s contract).
+        f(&mut unsafe { super::ctx::CallCtx::native(self.ctx, state, maps) })
+    }
+
+    fn retarget<'n>(&'n mut self, _next: &'n crate::Program) -> NativeAccess {
+        NativeAccess { ctx: self.ctx }
+    }
+}
+
 /// The regions one run translates through.
 pub struct Regions<'a> {
     /// Packet, context, stack and inner-map slots of this run.

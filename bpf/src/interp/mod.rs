@@ -44,6 +44,7 @@ use mem::{Region, Regions};
 
 use crate::helpers::{helper_fault, HelperError};
 use crate::maps::prog_array::ProgArray;
+use crate::native::NativeXdpMd;
 use crate::program::{atomic, Op, Program};
 
 /// Bytes of stack per call frame.
@@ -99,6 +100,9 @@ pub enum Fault {
         /// The budget.
         limit: u64,
     },
+    /// An unchecked run of a program that was not verified.
+    #[error("the program was not verified, so it can only run checked")]
+    NotVerified,
     /// A local call beyond [`MAX_FRAMES`] frames.
     #[error("insn {pc}: call stack deeper than {MAX_FRAMES} frames")]
     CallDepth {
@@ -198,6 +202,7 @@ pub struct Vm {
     dynamic: [Region; DYN_REGIONS],
     state: RunState,
     frames: [Frame; MAX_FRAMES],
+    checked: bool,
 }
 
 impl Default for Vm {
@@ -242,6 +247,7 @@ impl Vm {
             dynamic: [Region::EMPTY; DYN_REGIONS],
             state: RunState::new(cpu, rng, None, DEFAULT_BUDGET),
             frames: [Frame::default(); MAX_FRAMES],
+            checked: false,
         };
         // The stack's address never changes (it is boxed), so its region is
         // set once.
@@ -281,9 +287,53 @@ impl Vm {
     /// The [`Fault`] that ended the run.
     pub fn run_mem(&mut self, prog: &Program, mem: &mut [u8]) -> Result<u64, Fault> {
         let len = mem.len() as u64;
-        self.dynamic[REGION_PACKET] = Region::new(PACKET_VBASE, mem, true);
         self.state.xdp = None;
+        if self.native_for(prog) {
+            let r1 = mem.as_mut_ptr() as u64;
+            return self.exec_native(prog, std::ptr::null_mut(), r1, len);
+        }
+        self.dynamic[REGION_PACKET] = Region::new(PACKET_VBASE, mem, true);
         self.exec(prog, PACKET_VBASE, len)
+    }
+
+    /// Whether runs check every access even for verified programs (the
+    /// sanitizer mode of tests and fuzzing). Off by default: verified
+    /// programs run natively, unverified ones always checked.
+    pub fn set_checked(&mut self, on: bool) {
+        self.checked = on;
+    }
+
+    fn native_for(&self, prog: &Program) -> bool {
+        !self.checked && prog.native_slots.is_some()
+    }
+
+    /// Runs a verified program natively: r1 = `r1`, r2 = `r2`, r10 = the
+    /// top of the host stack.
+    fn exec_native(
+        &mut self,
+        prog: &Program,
+        ctx: *mut NativeXdpMd,
+        r1: u64,
+        r2: u64,
+    ) -> Result<u64, Fault> {
+        let mut reg = [0u64; 16];
+        reg[1] = r1;
+        reg[2] = r2;
+        reg[10] = self.stack.0.as_mut_ptr() as u64 + STACK_SIZE as u64;
+        let st = &mut self.state;
+        st.redirect = None;
+        st.tail_calls = 0;
+        st.used = 0;
+        // SAFETY: `native_for` checked that the program was verified (only
+        // `Program::load_verified` makes native slots), and `ctx` is null or
+        // this run's native context, alive until `run` returns.
+        #[allow(unsafe_code)]
+        let access = unsafe { mem::NativeAccess::new(ctx) };
+        let result = run(prog, access, st, &mut reg, &mut self.frames);
+        if st.inner_used {
+            st.release_inner();
+        }
+        result
     }
 
     /// Runs an XDP program on one frame: r1 points to a `struct xdp_md`
@@ -320,6 +370,33 @@ impl Vm {
             dst.copy_from_slice(&src.to_le_bytes());
         }
         let buf_len = frame.buf.len();
+        if self.native_for(prog) {
+            let base = frame.buf.as_mut_ptr() as u64;
+            let mut native = NativeXdpMd {
+                data: base + frame.data as u64,
+                data_end: base + frame.end as u64,
+                data_meta: base + frame.meta as u64,
+                ingress_ifindex: frame.ingress_ifindex,
+                rx_queue_index: frame.rx_queue_index,
+                egress_ifindex: frame.egress_ifindex,
+                _pad: 0,
+            };
+            let whole = Region::new(PACKET_VBASE, frame.buf, true);
+            self.state.xdp = Some(XdpState {
+                whole,
+                buf_len,
+                meta: frame.meta,
+                data: frame.data,
+                end: frame.end,
+            });
+            let ctx: *mut NativeXdpMd = &mut native;
+            let r = self.exec_native(prog, ctx, ctx as u64, 0);
+            if let Some(x) = self.state.xdp.take() {
+                (frame.meta, frame.data, frame.end) = (x.meta, x.data, x.end);
+            }
+            frame.redirect = self.state.redirect;
+            return r;
+        }
         let whole = Region::new(PACKET_VBASE, frame.buf, true);
         self.dynamic[REGION_PACKET] = whole.sub(frame.meta, frame.end - frame.meta);
         self.dynamic[REGION_CTX] = Region::new(CTX_VBASE, &mut ctx_bytes, false);
@@ -348,7 +425,11 @@ impl Vm {
         st.redirect = None;
         st.tail_calls = 0;
         st.used = 0;
-        let result = run(prog, &mut self.dynamic, st, &mut reg, &mut self.frames);
+        let regions = Regions {
+            dynamic: &mut self.dynamic,
+            fixed: &prog.map_regions,
+        };
+        let result = run(prog, regions, st, &mut reg, &mut self.frames);
         // No pointer into the caller's buffers outlives the run: the packet
         // and context slots are cleared, and any inner maps are let go.
         self.dynamic[REGION_PACKET] = Region::EMPTY;
@@ -372,19 +453,18 @@ fn bswap(v: u64, bits: u32) -> u64 {
     }
 }
 
-/// The dispatch loop.
+/// The dispatch loop, over checked ([`Regions`]) or native
+/// ([`mem::NativeAccess`]) memory.
 #[inline(never)]
-fn run(
+fn run<A: mem::Access>(
     prog: &Program,
-    dynamic: &mut [Region; DYN_REGIONS],
+    mut regions: A,
     state: &mut RunState,
     reg: &mut [u64; 16],
     frames: &mut [Frame; MAX_FRAMES],
 ) -> Result<u64, Fault> {
-    let slots = &prog.slots[..];
-    let mut regions = Regions {
-        dynamic,
-        fixed: &prog.map_regions,
+    let Some(slots) = A::slots(prog) else {
+        return Err(Fault::NotVerified);
     };
     let limit = state.limit;
     let mut depth = 0usize;
@@ -420,7 +500,7 @@ fn run(
     macro_rules! load {
         ($n:literal, $s:expr) => {{
             let a = reg[($s.src & 15) as usize].wrapping_add($s.off as i64 as u64);
-            match regions.region(a).load::<$n>(a) {
+            match regions.load::<$n>(a) {
                 Some(v) => v,
                 None => {
                     return Err(Fault::MemoryAccess {
@@ -437,7 +517,7 @@ fn run(
         ($n:literal, $s:expr, $v:expr) => {{
             let a = reg[($s.dst & 15) as usize].wrapping_add($s.off as i64 as u64);
             let v = $v;
-            if regions.region(a).store::<$n>(a, v).is_none() {
+            if regions.store::<$n>(a, v).is_none() {
                 return Err(Fault::MemoryAccess {
                     pc,
                     addr: a,
@@ -551,7 +631,7 @@ fn run(
             Op::Atomic32 | Op::Atomic64 => {
                 let wide = s.op == Op::Atomic64;
                 let a = reg[d].wrapping_add(s.off as i64 as u64);
-                let old = match regions.region(a).atomic(a, wide, imm, reg[r], reg[0]) {
+                let old = match regions.atomic(a, wide, imm, reg[r], reg[0]) {
                     Ok(v) => v,
                     Err(true) => return Err(Fault::Misaligned { pc, addr: a }),
                     Err(false) => {
@@ -625,20 +705,21 @@ fn run(
             Op::Call => {
                 let (id, f) = prog.helpers[imm as usize];
                 let args = [reg[1], reg[2], reg[3], reg[4], reg[5]];
-                let mut cx = CallCtx::checked(&mut regions, state, &prog.maps);
-                reg[0] = f(&mut cx, args).map_err(|e| helper_fault(pc, id, e))?;
+                reg[0] = regions
+                    .call(state, &prog.maps, |cx| f(cx, args))
+                    .map_err(|e| helper_fault(pc, id, e))?;
             }
             Op::TailCall => {
                 // bpf_tail_call(ctx, prog_array, index): on success the run
                 // continues in the target program and never comes back; on
                 // failure execution goes on after the call, r0 untouched.
                 if depth == 0 && state.tail_calls < MAX_TAIL_CALLS {
-                    let cx = CallCtx::checked(&mut regions, state, &prog.maps);
-                    let next = cx
-                        .map(2, reg[2])
-                        .ok()
-                        .and_then(|m| m.downcast::<ProgArray>())
-                        .and_then(|a| u32::try_from(reg[3]).ok().and_then(|i| a.load(i)));
+                    let next = regions.call(state, &prog.maps, |cx| {
+                        cx.map(2, reg[2])
+                            .ok()
+                            .and_then(|m| m.downcast::<ProgArray>())
+                            .and_then(|a| u32::try_from(reg[3]).ok().and_then(|i| a.load(i)))
+                    });
                     if let Some(next) = next {
                         used += (pc - seg + 1) as u64;
                         if used > limit {
@@ -646,8 +727,7 @@ fn run(
                         }
                         state.used = used;
                         state.tail_calls += 1;
-                        let Regions { dynamic, .. } = regions;
-                        return run(&next, dynamic, state, reg, frames);
+                        return run(&next, regions.retarget(&next), state, reg, frames);
                     }
                 }
             }
@@ -659,8 +739,9 @@ fn run(
                     .and_then(|t| t.get(usize::try_from(target).ok()?).copied().flatten())
                     .ok_or(Fault::BadCallx { pc, target })?;
                 let args = [reg[1], reg[2], reg[3], reg[4], reg[5]];
-                let mut cx = CallCtx::checked(&mut regions, state, &prog.maps);
-                reg[0] = f(&mut cx, args).map_err(|e| helper_fault(pc, target as u32, e))?;
+                reg[0] = regions
+                    .call(state, &prog.maps, |cx| f(cx, args))
+                    .map_err(|e| helper_fault(pc, target as u32, e))?;
             }
             Op::CallLocal => {
                 if depth + 1 >= MAX_FRAMES {
