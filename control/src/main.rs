@@ -5,6 +5,12 @@
 //! eBPF runtime:
 //!
 //! ```text
+//! sluice daemon --config FILE [--socket PATH] [--log-format text|json]
+//! sluice prog load|replace|detach|show|dump ...  [--socket PATH] [-j]   (daemon client)
+//! sluice map show|dump|lookup|update|delete|pin|unpin ...              (daemon client)
+//! sluice port list | stats [-e] [--count N] | capture PORT -w F.pcapng (daemon client)
+//! sluice config check FILE [-j]
+//! sluice demo [--duration SECS]         route between two namespaces over AF_XDP (root)
 //! sluice conformance [--shared DIR]     assemble and run the bpf_conformance suite
 //! sluice asm FILE [-o OUT]              assemble conformance-syntax text to bytecode
 //! sluice disasm FILE                    disassemble raw bytecode
@@ -18,6 +24,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod api;
+mod client;
+mod config;
+mod daemon;
+mod demo;
 mod prog;
 mod run;
 
@@ -42,12 +53,57 @@ enum ProgCmd {
     /// Run a program of an ELF object on a packet or a capture, like
     /// `bpftool prog run`.
     Run(prog::RunArgs),
+    /// Verify every program of an ELF object, like the kernel does at
+    /// load: print each verdict (and with -v the verifier's log); exit
+    /// non-zero if any program is refused.
+    Verify(prog::VerifyArgs),
+    /// Daemon commands: load, replace, detach, show, dump.
+    #[command(flatten)]
+    Daemon(client::ProgCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Check a daemon configuration; name the line and field of every error.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+        /// JSON output.
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a dataplane: ports, programs, cores; live status, final table.
     Run(run::RunArgs),
+    /// Sluice routing between two network namespaces over AF_XDP, with
+    /// ping and UDP traffic, a live status line and a final table (root;
+    /// everything it creates is removed at the end).
+    Demo(demo::DemoArgs),
+    /// The daemon: a dataplane served over a Unix socket (and HTTP on the
+    /// host stack), configured by a TOML file.
+    Daemon(daemon::DaemonArgs),
+    /// Maps of the daemon: show, dump, lookup, update, delete, pin, unpin.
+    Map {
+        #[command(subcommand)]
+        cmd: client::MapCmd,
+    },
+    /// Ports of the daemon.
+    Port {
+        #[command(subcommand)]
+        cmd: client::PortCmd,
+    },
+    /// The daemon's counters, one line per port and interval.
+    Stats(client::StatsArgs),
+    /// Capture packets at program exit, with their verdicts, to pcapng.
+    Capture(client::CaptureArgs),
+    /// Configuration files.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Programs: `sluice prog run OBJ --data-in FILE ...`.
     Prog {
         #[command(subcommand)]
@@ -99,6 +155,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Cmd::Demo(a) => demo::run(a).map(|()| ExitCode::SUCCESS),
+        Cmd::Daemon(a) => daemon::run(a).map(|()| ExitCode::SUCCESS),
+        Cmd::Prog {
+            cmd: ProgCmd::Daemon(c),
+        } => client::prog(c),
+        Cmd::Map { cmd } => client::map(cmd),
+        Cmd::Port { cmd } => client::port(cmd),
+        Cmd::Stats(a) => client::stats(a),
+        Cmd::Capture(a) => client::capture(a),
+        Cmd::Config {
+            cmd: ConfigCmd::Check { file, json },
+        } => Ok(if config::check(&file, json)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
         Cmd::Run(a) => {
             let json = a.json;
             match run::run(a) {
@@ -110,6 +182,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(e) => Err(e),
             }
         }
+        Cmd::Prog {
+            cmd: ProgCmd::Verify(a),
+        } => prog::verify(&a),
         Cmd::Prog {
             cmd: ProgCmd::Run(a),
         } => {

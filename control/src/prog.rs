@@ -288,3 +288,97 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Arguments of `sluice prog verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The ELF object.
+    pub object: PathBuf,
+    /// Only this program (function name or section).
+    #[arg(long)]
+    pub section: Option<String>,
+    /// Print the verifier's log (every instruction with its state).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// JSON output.
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+/// `sluice prog verify`: exit status 0 only when every program is accepted.
+pub fn verify(a: &VerifyArgs) -> Result<std::process::ExitCode> {
+    use sluice_bpf::elf::{self, ProgType};
+    use sluice_bpf::helpers::Registry;
+    use sluice_bpf::maps::MapDef;
+    use sluice_bpf::verifier::{self, ProgKind, VerifyOptions};
+
+    let bytes = std::fs::read(&a.object).with_context(|| format!("reading {}", a.object.display()))?;
+    let obj = elf::parse(&bytes).with_context(|| format!("parsing {}", a.object.display()))?;
+    let defs: Vec<MapDef> = obj.maps.iter().map(|m| m.def.clone()).collect();
+    let opts = VerifyOptions { log_level: if a.verbose { 2 } else { 0 }, ..Default::default() };
+    let mut refused = 0;
+    let mut checked = 0;
+    let mut results = Vec::new();
+    for p in &obj.programs {
+        if let Some(s) = &a.section {
+            if &p.name != s && &p.section != s {
+                continue;
+            }
+        }
+        checked += 1;
+        if !matches!(p.prog_type, ProgType::Xdp | ProgType::XdpFrags | ProgType::Unspec) {
+            refused += 1;
+            let why = format!("program type {:?} is not supported: Sluice runs XDP programs", p.prog_type);
+            if a.json {
+                results.push(json!({ "name": p.name, "section": p.section, "accepted": false, "error": why }));
+            } else {
+                println!("{} (section {}): refused: {why}", p.name, p.section);
+            }
+            continue;
+        }
+        match verifier::verify(&p.insns, ProgKind::Xdp, &Registry::xdp(), &defs, &opts) {
+            Ok(v) => {
+                if a.json {
+                    results.push(json!({
+                        "name": p.name, "section": p.section, "accepted": true,
+                        "insns": p.insns.len(),
+                        "insns_processed": v.stats.insns_processed,
+                        "states": v.stats.states,
+                        "duration_us": v.stats.duration.as_secs_f64() * 1e6,
+                    }));
+                } else {
+                    if a.verbose {
+                        print!("{}", v.log);
+                    }
+                    println!(
+                        "{} (section {}): accepted: {} insns, {} processed, {} states, {:.1} us",
+                        p.name,
+                        p.section,
+                        p.insns.len(),
+                        v.stats.insns_processed,
+                        v.stats.states,
+                        v.stats.duration.as_secs_f64() * 1e6
+                    );
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                if a.json {
+                    results.push(json!({ "name": p.name, "section": p.section, "accepted": false, "error": e.to_string() }));
+                } else {
+                    if a.verbose {
+                        print!("{}", e.log);
+                    }
+                    println!("{} (section {}): refused:\n{e}", p.name, p.section);
+                }
+            }
+        }
+    }
+    if checked == 0 {
+        bail!("{}: no program {:?}", a.object.display(), a.section.as_deref().unwrap_or(""));
+    }
+    if a.json {
+        println!("{}", json!({ "object": a.object.display().to_string(), "programs": results, "refused": refused }));
+    }
+    Ok(if refused == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+}
