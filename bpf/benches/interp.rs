@@ -29,6 +29,7 @@ use criterion::Criterion;
 use sluice_bpf::helpers::Registry;
 use sluice_bpf::interp::XdpFrame;
 use sluice_bpf::isa::{self, AluOp, ByteOrder, Instruction, JmpOp, Reg, Size, Source, Width};
+use sluice_bpf::verifier::ProgKind;
 use sluice_bpf::{Program, Vm};
 
 /// `XDP_DROP`, returned by `mac_swap` when the packet is too short.
@@ -282,6 +283,19 @@ struct SluiceRunner {
 }
 
 impl SluiceRunner {
+    /// The same program, verified first: it then runs natively (no
+    /// per-access checks), as every program loaded from an object does.
+    fn verified(body: &[Instruction], packet: &[u8]) -> SluiceRunner {
+        let insns = isa::slots(&bytecode(Abi::Sluice, body)).expect("whole slots");
+        let prog = Program::load_verified(insns, ProgKind::Xdp, &Registry::new(), Vec::new())
+            .unwrap_or_else(|e| panic!("the verifier refuses the benchmark program: {e}"));
+        SluiceRunner {
+            prog,
+            vm: Vm::new(),
+            buf: packet.to_vec(),
+        }
+    }
+
     fn new(body: &[Instruction], packet: &[u8]) -> SluiceRunner {
         let prog = Program::from_bytes(&bytecode(Abi::Sluice, body), &Registry::new())
             .unwrap_or_else(|e| panic!("Sluice refuses the benchmark program: {e}"));
@@ -509,6 +523,7 @@ fn main() {
 
     check_parse_failures();
     let mut rows = Vec::new();
+    let mut native_rows = Vec::new();
     for case in cases() {
         let rbpf_code = bytecode(Abi::Rbpf, &case.body);
         let mut sluice = SluiceRunner::new(&case.body, &case.packet);
@@ -520,8 +535,12 @@ fn main() {
         group.bench_function("rbpf", |b| b.iter(|| black_box(rbpf.run())));
         group.finish();
 
+        let mut native = SluiceRunner::verified(&case.body, &case.packet);
+        assert_eq!(native.run(), case.r0, "{}: verified native r0", case.name);
+        native.buf.copy_from_slice(&case.packet);
         if measuring {
             rows.push(compare(case.name, || sluice.run(), || rbpf.run()));
+            native_rows.push(compare(case.name, || native.run(), || sluice.run()));
         }
     }
     criterion.final_summary();
@@ -571,6 +590,28 @@ fn main() {
                 "ratio {}: {ratio:.1}x (per-run fixed cost; no target)",
                 r.name
             );
+        }
+    }
+    if !native_rows.is_empty() {
+        println!();
+        println!("verified (native, no per-access checks) vs checked interpreter, same programs:");
+        println!(
+            "{:<10} {:>16} {:>16} {:>10}",
+            "program", "native ns/run", "checked ns/run", "speed-up"
+        );
+        for r in &native_rows {
+            println!(
+                "{:<10} {:>16.1} {:>16.1} {:>9.2}x",
+                r.name,
+                r.sluice_ns,
+                r.rbpf_ns,
+                r.rbpf_ns / r.sluice_ns
+            );
+            let vs_rbpf = rows
+                .iter()
+                .find(|x| x.name == r.name)
+                .map_or(0.0, |x| x.rbpf_ns / r.sluice_ns);
+            println!("ratio {} verified native vs rbpf: {:.1}x", r.name, vs_rbpf);
         }
     }
 }
