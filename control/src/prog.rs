@@ -312,10 +312,14 @@ pub fn verify(a: &VerifyArgs) -> Result<std::process::ExitCode> {
     use sluice_bpf::maps::MapDef;
     use sluice_bpf::verifier::{self, ProgKind, VerifyOptions};
 
-    let bytes = std::fs::read(&a.object).with_context(|| format!("reading {}", a.object.display()))?;
+    let bytes =
+        std::fs::read(&a.object).with_context(|| format!("reading {}", a.object.display()))?;
     let obj = elf::parse(&bytes).with_context(|| format!("parsing {}", a.object.display()))?;
     let defs: Vec<MapDef> = obj.maps.iter().map(|m| m.def.clone()).collect();
-    let opts = VerifyOptions { log_level: if a.verbose { 2 } else { 0 }, ..Default::default() };
+    let opts = VerifyOptions {
+        log_level: if a.verbose { 2 } else { 0 },
+        ..Default::default()
+    };
     let mut refused = 0;
     let mut checked = 0;
     let mut results = Vec::new();
@@ -326,9 +330,15 @@ pub fn verify(a: &VerifyArgs) -> Result<std::process::ExitCode> {
             }
         }
         checked += 1;
-        if !matches!(p.prog_type, ProgType::Xdp | ProgType::XdpFrags | ProgType::Unspec) {
+        if !matches!(
+            p.prog_type,
+            ProgType::Xdp | ProgType::XdpFrags | ProgType::Unspec
+        ) {
             refused += 1;
-            let why = format!("program type {:?} is not supported: Sluice runs XDP programs", p.prog_type);
+            let why = format!(
+                "program type {:?} is not supported: Sluice runs XDP programs",
+                p.prog_type
+            );
             if a.json {
                 results.push(json!({ "name": p.name, "section": p.section, "accepted": false, "error": why }));
             } else {
@@ -375,10 +385,21 @@ pub fn verify(a: &VerifyArgs) -> Result<std::process::ExitCode> {
         }
     }
     if checked == 0 {
-        bail!("{}: no program {:?}", a.object.display(), a.section.as_deref().unwrap_or(""));
+        bail!(
+            "{}: no program {:?}",
+            a.object.display(),
+            a.section.as_deref().unwrap_or("")
+        );
     }
     if a.json {
-        println!("{}", json!({ "object": a.object.display().to_string(), "programs": results, "refused": refused }));
+        println!(
+            "{}",
+            json!({ "object": a.object.display().to_string(), "programs": results, "refused": refused })
+        );
     }
-    Ok(if refused == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+    Ok(if refused == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }
