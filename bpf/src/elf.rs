@@ -1205,7 +1205,7 @@ fn legacy_record_size(section: &Section<'_>, syms: &[&Symbol]) -> Result<usize, 
         first
     } else {
         let count = syms.len() as u64;
-        if section.size % count != 0 {
+        if !section.size.is_multiple_of(count) {
             return Err(bad(format!(
                 "cannot tell the map record size: {} bytes for {count} maps",
                 section.size
@@ -1279,7 +1279,7 @@ impl CodeSection {
             section: section.name.clone(),
             reason,
         };
-        if section.data.len() % INSN_SIZE != 0 {
+        if !section.data.len().is_multiple_of(INSN_SIZE) {
             return Err(bad(format!(
                 "size {} is not a multiple of the instruction size",
                 section.data.len()
@@ -1359,7 +1359,7 @@ fn functions(file: &ElfFile<'_>, si: usize, len: usize) -> Result<Vec<Function>,
             name: sym.name.clone(),
             reason,
         };
-        if sym.value % INSN_SIZE as u64 != 0 || sym.size % INSN_SIZE as u64 != 0 {
+        if !sym.value.is_multiple_of(INSN_SIZE as u64) || !sym.size.is_multiple_of(INSN_SIZE as u64) {
             return Err(bad("function is not aligned to instructions".into()));
         }
         let start = usize::try_from(sym.value / INSN_SIZE as u64)
@@ -1669,7 +1669,7 @@ impl Linker<'_> {
                 if target.kind != SectionKind::Code || (ts != at.section && Some(ts) != self.text) {
                     return Err(unsupported());
                 }
-                if sym.value % INSN_SIZE as u64 != 0 {
+                if !sym.value.is_multiple_of(INSN_SIZE as u64) {
                     return Err(LinkError::Insn(InsnProblem::Misaligned(sym.name.clone())));
                 }
                 let value = i64::try_from(sym.value / INSN_SIZE as u64).unwrap_or(i64::MAX);

@@ -163,7 +163,7 @@ impl fmt::Debug for Insn {
 /// [`DecodeError::Length`] when the length is not a multiple of 8, and
 /// [`DecodeError::Empty`] when there are no slots at all.
 pub fn slots(bytes: &[u8]) -> Result<Vec<Insn>, DecodeError> {
-    if bytes.len() % INSN_SIZE != 0 {
+    if !bytes.len().is_multiple_of(INSN_SIZE) {
         return Err(DecodeError::Length { len: bytes.len() });
     }
     if bytes.is_empty() {

@@ -454,7 +454,7 @@ fn lower(
         if insns.len() > MAX_INSNS {
             return Err(LoadError::TooLarge { len: insns.len() });
         }
-        let decoded = isa::decode(&insns)?;
+        let decoded = isa::decode(insns)?;
         let len = insns.len();
         let mut starts = vec![false; len];
         for (pc, _) in &decoded {

@@ -231,7 +231,7 @@ impl ComparedMap {
 /// Sums per-CPU copies of a value as little-endian 64-bit words.
 fn sum_percpu<'a>(copies: impl IntoIterator<Item = &'a [u8]>, value_size: usize) -> Vec<u8> {
     assert!(
-        value_size % 8 == 0,
+        value_size.is_multiple_of(8),
         "per-CPU values are compared as sums of u64 counters; value size {value_size} is not"
     );
     let mut sum = vec![0u64; value_size / 8];

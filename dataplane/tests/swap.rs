@@ -145,7 +145,7 @@ fn ten_thousand_swaps_under_load_lose_nothing_and_never_mix() {
             .expect("no one else swaps");
         swaps += 1;
         // Spread the swaps over the traffic rather than finishing first.
-        if swaps % 8 == 0 && !done_sending.load(Ordering::Relaxed) {
+        if swaps.is_multiple_of(8) && !done_sending.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_micros(50));
         }
     }

@@ -435,7 +435,7 @@ impl Reader {
                 ));
             }
             let total = e.u32(b, off + 4) as usize;
-            if total < 12 || total % 4 != 0 {
+            if total < 12 || !total.is_multiple_of(4) {
                 return Err(self.malformed(
                     off,
                     format!("block of type {btype:#x} has an invalid length {total}"),

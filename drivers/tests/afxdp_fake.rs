@@ -219,7 +219,7 @@ fn small(iface: &str) -> AfXdpConfig {
 
 fn error_of(faults: Faults, cfg: AfXdpConfig) -> String {
     let fake = Fake::new(faults);
-    let e = open(&fake, &[cfg]).err().expect("fails").to_string();
+    let e = open(&fake, &[cfg]).expect_err("fails").to_string();
     fake.assert_clean();
     e
 }

@@ -349,7 +349,7 @@ impl CallCtx<'_, '_> {
             return -22;
         }
         let metalen = x.data - meta as usize;
-        if metalen % 4 != 0 || metalen > MAX_META {
+        if !metalen.is_multiple_of(4) || metalen > MAX_META {
             return -13;
         }
         x.meta = meta as usize;

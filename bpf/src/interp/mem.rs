@@ -204,7 +204,7 @@ impl Region {
         let p = self.at_mut(addr, size).ok_or(false)?;
         // The program's address must be aligned (as Linux requires), and so
         // must the host's, which every region's backing store guarantees.
-        if addr % size != 0 || (p as usize) % size as usize != 0 {
+        if !addr.is_multiple_of(size) || !(p as usize).is_multiple_of(size as usize) {
             return Err(true);
         }
         let o = Ordering::SeqCst;

@@ -1233,7 +1233,7 @@ mod tests {
         let p = m.prog_lookup(&k(5), 0).unwrap();
         let (base, len) = m.value_area().unwrap();
         let off = p.as_ptr() as usize - base.as_ptr() as usize;
-        assert!(off % 8 == 0 && off + 16 <= len);
+        assert!(off.is_multiple_of(8) && off + 16 <= len);
     }
 
     #[test]
@@ -1460,7 +1460,7 @@ mod tests {
                                 _ => {
                                     if let Some(p) = m.prog_lookup(&k(key), cpu) {
                                         let p = p.as_ptr() as usize;
-                                        assert!(p >= lo && p + 16 <= hi && p % 8 == 0);
+                                        assert!(p >= lo && p + 16 <= hi && p.is_multiple_of(8));
                                         hits += 1;
                                     }
                                 }

@@ -120,7 +120,7 @@ impl RingBuf {
             ));
         }
         let size = def.max_entries;
-        if !size.is_power_of_two() || size % 4096 != 0 {
+        if !size.is_power_of_two() || !size.is_multiple_of(4096) {
             return Err(invalid_def(
                 def,
                 format!(

@@ -122,7 +122,7 @@ impl Ipv4 {
 
     /// The header's bytes for a payload of `payload_len` bytes.
     pub fn header(&self, payload_len: usize) -> Vec<u8> {
-        assert!(self.options.len() % 4 == 0 && self.options.len() <= 40);
+        assert!(self.options.len().is_multiple_of(4) && self.options.len() <= 40);
         let hlen = 20 + self.options.len();
         let tot_len = (hlen + payload_len) as u16;
         let mut h = vec![0x40 | (hlen / 4) as u8, 0];
