@@ -1359,7 +1359,8 @@ fn functions(file: &ElfFile<'_>, si: usize, len: usize) -> Result<Vec<Function>,
             name: sym.name.clone(),
             reason,
         };
-        if !sym.value.is_multiple_of(INSN_SIZE as u64) || !sym.size.is_multiple_of(INSN_SIZE as u64) {
+        if !sym.value.is_multiple_of(INSN_SIZE as u64) || !sym.size.is_multiple_of(INSN_SIZE as u64)
+        {
             return Err(bad("function is not aligned to instructions".into()));
         }
         let start = usize::try_from(sym.value / INSN_SIZE as u64)

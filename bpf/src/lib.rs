@@ -30,6 +30,8 @@ pub mod elf;
 pub mod helpers;
 pub mod interp;
 pub mod isa;
+#[cfg(feature = "jit")]
+pub mod jit;
 pub mod maps;
 pub mod native;
 pub mod object;

@@ -5,7 +5,11 @@
  * Sluice runs it on two host-side veths whose peers live in two network
  * namespaces (10.200.1.0/24 and 10.200.2.0/24). For each IPv4 packet:
  *
+ *   ARP                              XDP_PASS, to Sluice's host stack
  *   UDP to a port in blocked_udp    XDP_DROP (counted: BLOCKED)
+ *   to an address in host_addrs      XDP_PASS, to Sluice's host stack (the
+ *                                    gateway addresses: ping them and
+ *                                    Sluice itself answers)
  *   ICMP, when icmp_to_host is set   XDP_PASS, to Sluice's host stack
  *   destination /24 in routes        MAC rewrite (the route's source and
  *                                    destination MACs), TTL - 1 with an
@@ -21,6 +25,7 @@
  *
  * Maps: tx_ports (devmap, port slot -> ifindex), routes (hash, network ->
  * route), blocked_udp (hash, UDP destination port in host order -> 1),
+ * host_addrs (hash, Sluice's own IPv4 addresses -> 1),
  * stats (per-CPU array of counters, indexed by enum stat).
  */
 #include <linux/bpf.h>
@@ -75,6 +80,13 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u32);	/* an address of Sluice's own, network order */
+	__type(value, __u8);
+} host_addrs SEC(".maps");
+
 const volatile __u8 icmp_to_host = 0;
 
 static __always_inline int count(__u32 what, int verdict)
@@ -96,7 +108,12 @@ int xdp_demo_router(struct xdp_md *ctx)
 	struct route *rt;
 	__u32 net, check;
 
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if ((void *)(eth + 1) > data_end)
+		return count(NOT_IPV4, XDP_DROP);
+	/* ARP is for the host stack (it resolves the namespaces' addresses). */
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return count(TO_HOST, XDP_PASS);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return count(NOT_IPV4, XDP_DROP);
 	iph = (void *)(eth + 1);
 	if ((void *)(iph + 1) > data_end || iph->ihl < 5)
@@ -112,6 +129,9 @@ int xdp_demo_router(struct xdp_md *ctx)
 		if (bpf_map_lookup_elem(&blocked_udp, &dport))
 			return count(BLOCKED, XDP_DROP);
 	}
+	/* Traffic for Sluice's own addresses goes to its host stack. */
+	if (bpf_map_lookup_elem(&host_addrs, &iph->daddr))
+		return count(TO_HOST, XDP_PASS);
 	if (iph->protocol == IPPROTO_ICMP && icmp_to_host)
 		return count(TO_HOST, XDP_PASS);
 

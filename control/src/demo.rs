@@ -225,13 +225,26 @@ fn demo(a: &DemoArgs, world: &mut World, stop: &AtomicBool) -> Result<()> {
         .ops()
         .update(&UDP_BLOCKED.to_ne_bytes(), &[1], 0)
         .map_err(|e| anyhow::anyhow!("blocked_udp: {e}"))?;
+    // Sluice's host stack owns the two gateway addresses: traffic for them
+    // is passed to it (and ping answered by it).
+    let host_addrs = map("host_addrs")?;
+    for gw in GATEWAY {
+        let ip: std::net::Ipv4Addr = gw.parse().context("gateway address")?;
+        host_addrs
+            .ops()
+            .update(&ip.octets(), &[1], 0)
+            .map_err(|e| anyhow::anyhow!("host_addrs: {e}"))?;
+    }
     println!(
         "  program: demo.o:xdp_demo_router on both ports — route 10.200.1.0/24 <-> 10.200.2.0/24, \
          drop UDP port {UDP_BLOCKED}"
     );
-    let mut builder = Dataplane::builder().idle(IdlePolicy::Adaptive).cores(vec![
-        *sluice_dataplane::allowed_cores().last().unwrap_or(&0),
-    ]);
+    let mut builder = Dataplane::builder()
+        .idle(IdlePolicy::Adaptive)
+        .host_stack(true)
+        .cores(vec![*sluice_dataplane::allowed_cores()
+            .last()
+            .unwrap_or(&0)]);
     for (i, p) in ports.iter().enumerate() {
         builder = builder.port(p.clone()).program(
             i,
@@ -241,6 +254,15 @@ fn demo(a: &DemoArgs, world: &mut World, stop: &AtomicBool) -> Result<()> {
         );
     }
     let dp = builder.start()?;
+    let mut host_cfg = sluice_dataplane::HostConfig::default();
+    for (i, gw) in GATEWAY.iter().enumerate() {
+        host_cfg = host_cfg.with_address(format!("{gw}/24@{i}").parse()?);
+    }
+    let host = sluice_dataplane::HostStack::start(dp.host_ports(), host_cfg, None)?;
+    println!(
+        "  host stack: {} on port 0 and {} on port 1 (smoltcp, answers ARP and ping)",
+        GATEWAY[0], GATEWAY[1]
+    );
     wait_carrier();
 
     // Traffic.
@@ -300,6 +322,23 @@ fn demo(a: &DemoArgs, world: &mut World, stop: &AtomicBool) -> Result<()> {
                 NS_ADDR[1],
             ],
         )?;
+        world.spawn(
+            "ping A -> Sluice's host stack",
+            &[
+                "ip",
+                "netns",
+                "exec",
+                NS[0],
+                "ping",
+                "-c",
+                &pings.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                GATEWAY[0],
+            ],
+        )?;
     } else {
         println!("  (ping not found: Debian's iputils-ping; the ICMP part is skipped)");
     }
@@ -326,10 +365,16 @@ fn demo(a: &DemoArgs, world: &mut World, stop: &AtomicBool) -> Result<()> {
     }
     let interrupted = stop.load(Ordering::Relaxed);
     let outputs = world.collect(Duration::from_secs(3));
+    let host_stats = host.stop();
     let final_stats = dp.stop();
     println!();
     print_table(&final_stats);
 
+    let h = host_stats.total();
+    println!(
+        "\nhost stack (smoltcp, the gateway addresses): received {} frames, answered {} (malformed {}, bad checksum {})",
+        h.rx_frames, h.tx_frames, h.rx_malformed, h.rx_bad_checksum
+    );
     println!("\nprogram counters (demo.o stats map):");
     let mut counters = Vec::new();
     for (k, name) in STAT_NAMES.iter().enumerate() {

@@ -6,9 +6,12 @@
 //! printed in hex on stdout and the exit status is 0; on failure a one-line
 //! message goes to stderr and the status is 1.
 //!
-//! Options: `--interpret` (the default), `--jit` (refused until the JIT
-//! exists), `--program HEX` (program as an argument instead of stdin),
-//! `--elf` (refused: raw bytecode only). Empty arguments are ignored.
+//! Options: `--interpret` (the default), `--jit` (verify the program for
+//! the test's memory, then run it as x86-64 machine code: the native path
+//! of a verified program, with no run-time checks), `--jit-harden` (as
+//! `--jit`, with constant blinding), `--program HEX` (program as an
+//! argument instead of stdin), `--elf` (refused: raw bytecode only). Empty
+//! arguments are ignored.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -30,14 +33,55 @@ fn hex_bytes(s: &str) -> Result<Vec<u8>, String> {
         .collect())
 }
 
+/// How the program runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Interpret,
+    Jit { harden: bool },
+}
+
+/// Verifies `bytes` as a plain-memory program for `mem`, compiles it and
+/// runs it natively.
+#[cfg(all(feature = "jit", target_arch = "x86_64"))]
+#[allow(unsafe_code)]
+fn run_jit(bytes: &[u8], mem: &mut [u8], harden: bool) -> Result<u64, String> {
+    use sluice_bpf::jit::{self, JitInput, JitVm};
+    use sluice_bpf::maps::MapDef;
+    use sluice_bpf::verifier::{verify, ProgKind, VerifyOptions};
+
+    let registry = Registry::conformance();
+    let slots = sluice_bpf::isa::slots(bytes).map_err(|e| e.to_string())?;
+    let len = u32::try_from(mem.len()).map_err(|_| "memory larger than 4 GiB".to_string())?;
+    verify(
+        &slots,
+        ProgKind::Memory { len },
+        &registry,
+        &[] as &[MapDef],
+        &VerifyOptions::default(),
+    )
+    .map_err(|e| format!("verifier: {e}"))?;
+    let prog = jit::compile(&JitInput::new(&slots, &registry).harden(harden))
+        .map_err(|e| e.to_string())?;
+    // SAFETY: the verifier just proved the program safe as a plain-memory
+    // program over exactly `mem.len()` bytes, which is what it runs on.
+    unsafe { JitVm::new().run_mem(&prog, mem) }.map_err(|e| e.to_string())
+}
+
+#[cfg(not(all(feature = "jit", target_arch = "x86_64")))]
+fn run_jit(_: &[u8], _: &mut [u8], _: bool) -> Result<u64, String> {
+    Err("--jit: this build has no JIT (x86-64 with the `jit` feature only)".into())
+}
+
 fn run() -> Result<u64, String> {
     let mut mem: Option<Vec<u8>> = None;
     let mut program: Option<Vec<u8>> = None;
+    let mut engine = Engine::Interpret;
     let mut args = std::env::args().skip(1).filter(|a| !a.is_empty());
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--interpret" => {}
-            "--jit" => return Err("--jit: the JIT is not built yet".into()),
+            "--interpret" => engine = Engine::Interpret,
+            "--jit" => engine = Engine::Jit { harden: false },
+            "--jit-harden" => engine = Engine::Jit { harden: true },
             "--elf" => return Err("--elf: only raw bytecode is supported".into()),
             "--program" => {
                 let hex = args.next().ok_or("--program needs a hex argument")?;
@@ -58,8 +102,11 @@ fn run() -> Result<u64, String> {
             hex_bytes(&text)?
         }
     };
-    let prog = Program::from_bytes(&bytes, &Registry::conformance()).map_err(|e| e.to_string())?;
     let mut mem = mem.unwrap_or_default();
+    if let Engine::Jit { harden } = engine {
+        return run_jit(&bytes, &mut mem, harden);
+    }
+    let prog = Program::from_bytes(&bytes, &Registry::conformance()).map_err(|e| e.to_string())?;
     Vm::new()
         .run_mem(&prog, &mut mem)
         .map_err(|e| e.to_string())
