@@ -96,6 +96,11 @@ fn plugin_passes_the_suite_with_default_options() {
 }
 
 #[test]
+fn plugin_passes_the_suite_with_checked() {
+    run_suite(&["--checked"]);
+}
+
+#[test]
 fn plugin_passes_the_suite_with_interpret() {
     // As the runner passes `--plugin_options "--interpret"`; an empty
     // trailing argument (double space in the option string) is ignored.
@@ -104,11 +109,15 @@ fn plugin_passes_the_suite_with_interpret() {
 
 #[test]
 fn plugin_reports_failures_on_stderr_with_nonzero_status() {
-    // An out-of-bounds read: ldxw r0, [r1+0] with no memory.
+    // An out-of-bounds read: ldxw r0, [r1+0] with no memory. Refused by the
+    // verifier by default; caught at run time by the checked sanitizer.
     let prog = [0x61, 0x10, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
     let out = run_plugin(&prog, &[], &[]);
     assert!(!out.ok);
     assert!(out.stdout.is_empty());
+    assert!(out.stderr.starts_with("verifier: "), "{}", out.stderr);
+    let out = run_plugin(&prog, &[], &["--checked"]);
+    assert!(!out.ok);
     assert!(
         out.stderr.contains("invalid memory access"),
         "{}",
@@ -119,9 +128,13 @@ fn plugin_reports_failures_on_stderr_with_nonzero_status() {
     let out = run_plugin(&prog, &[], &[]);
     assert!(!out.ok);
     assert!(out.stderr.contains("reserved field dst"), "{}", out.stderr);
-    // An infinite loop ends with the budget.
+    // An infinite loop: refused by the verifier; the checked sanitizer ends
+    // it with the budget.
     let prog = [0x05, 0, 0xff, 0xff, 0, 0, 0, 0];
     let out = run_plugin(&prog, &[], &[]);
+    assert!(!out.ok);
+    assert!(out.stderr.starts_with("verifier: "), "{}", out.stderr);
+    let out = run_plugin(&prog, &[], &["--checked"]);
     assert!(!out.ok);
     assert!(out.stderr.contains("budget"), "{}", out.stderr);
 }

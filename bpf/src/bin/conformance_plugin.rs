@@ -6,7 +6,9 @@
 //! printed in hex on stdout and the exit status is 0; on failure a one-line
 //! message goes to stderr and the status is 1.
 //!
-//! Options: `--interpret` (the default), `--jit` (verify the program for
+//! Options: `--interpret` (the default: verify the program for the test's
+//! memory, then interpret it without run-time checks), `--checked` (no
+//! verification; every access checked at run time: the sanitizer), `--jit` (verify the program for
 //! the test's memory, then run it as x86-64 machine code: the native path
 //! of a verified program, with no run-time checks), `--jit-harden` (as
 //! `--jit`, with constant blinding), `--program HEX` (program as an
@@ -37,7 +39,11 @@ fn hex_bytes(s: &str) -> Result<Vec<u8>, String> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Engine {
     Interpret,
-    Jit { harden: bool },
+    Jit {
+        harden: bool,
+    },
+    /// Unverified, every memory access checked at run time (a sanitizer).
+    Checked,
 }
 
 /// Verifies `bytes` as a plain-memory program for `mem`, compiles it and
@@ -80,6 +86,7 @@ fn run() -> Result<u64, String> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--interpret" => engine = Engine::Interpret,
+            "--checked" => engine = Engine::Checked,
             "--jit" => engine = Engine::Jit { harden: false },
             "--jit-harden" => engine = Engine::Jit { harden: true },
             "--elf" => return Err("--elf: only raw bytecode is supported".into()),
@@ -106,7 +113,28 @@ fn run() -> Result<u64, String> {
     if let Engine::Jit { harden } = engine {
         return run_jit(&bytes, &mut mem, harden);
     }
-    let prog = Program::from_bytes(&bytes, &Registry::conformance()).map_err(|e| e.to_string())?;
+    let registry = Registry::conformance();
+    if engine == Engine::Checked {
+        // The sanitizer: no verification, every access checked at run time.
+        let prog = Program::from_bytes(&bytes, &registry).map_err(|e| e.to_string())?;
+        let mut vm = Vm::new();
+        vm.set_checked(true);
+        return vm.run_mem(&prog, &mut mem).map_err(|e| e.to_string());
+    }
+    // Like every program Sluice runs: verified first (as a plain-memory
+    // program over exactly this memory), then interpreted natively.
+    let slots = sluice_bpf::isa::slots(&bytes).map_err(|e| e.to_string())?;
+    let len = u32::try_from(mem.len()).map_err(|_| "memory larger than 4 GiB".to_string())?;
+    let prog = Program::load_verified(
+        slots,
+        sluice_bpf::verifier::ProgKind::Memory { len },
+        &registry,
+        Vec::new(),
+    )
+    .map_err(|e| match e {
+        sluice_bpf::LoadError::Verify(v) => format!("verifier: {v}"),
+        other => other.to_string(),
+    })?;
     Vm::new()
         .run_mem(&prog, &mut mem)
         .map_err(|e| e.to_string())
