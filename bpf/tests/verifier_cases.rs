@@ -121,16 +121,16 @@ struct Conformance {
 }
 
 fn conformance_lines<T: for<'de> Deserialize<'de>>(name: &str) -> Vec<T> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance")
-        .join(name);
-    let path = if path.exists() {
-        path
-    } else {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/conformance")
-            .join(name)
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = match std::env::var_os("SLUICE_SHARED") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => ["../../shared", "../shared", "/work/shared"]
+            .iter()
+            .map(|c| here.join(c))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| here.join("../../shared")),
     };
+    let path = shared.join("conformance").join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     text.lines()

@@ -77,14 +77,21 @@ const XDP_REFUSED: &[(&str, &str, &str, &str)] = &[
 ];
 
 fn samples_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLUICE_SHARED") {
+        return PathBuf::from(p).join("ebpf-samples");
+    }
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for c in ["../../shared/ebpf-samples", "../shared/ebpf-samples"] {
+    for c in [
+        "../../shared/ebpf-samples",
+        "../shared/ebpf-samples",
+        "/work/shared/ebpf-samples",
+    ] {
         let p = here.join(c);
         if p.exists() {
             return p;
         }
     }
-    panic!("shared/ebpf-samples not found")
+    panic!("shared/ebpf-samples not found (set SLUICE_SHARED)")
 }
 
 /// PREVAIL's verdicts from MANIFEST.md, by (file, section), then by function.
