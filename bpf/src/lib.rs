@@ -38,5 +38,5 @@ pub mod object;
 pub mod program;
 pub mod verifier;
 
-pub use interp::{Fault, Vm};
+pub use interp::{Engine, Fault, Vm};
 pub use program::{LoadError, Program};

@@ -96,6 +96,18 @@ pub struct NativeEnv {
     pub(crate) ctx: *mut NativeXdpMd,
 }
 
+impl NativeEnv {
+    /// The running program's maps (for the JIT's tail-call resolver).
+    pub(crate) fn maps(&self) -> Option<&[Arc<Map>]> {
+        if self.maps.is_null() {
+            return None;
+        }
+        // SAFETY: `maps` is set to the running program's maps before native
+        // code runs with this environment (`NativeEnv::new`'s contract).
+        Some(unsafe { &*self.maps })
+    }
+}
+
 /// Offset of [`NativeEnv::helper`].
 pub const ENV_HELPER: i32 = std::mem::offset_of!(NativeEnv, helper) as i32;
 /// Offset of [`NativeEnv::fault`].

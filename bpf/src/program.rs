@@ -294,6 +294,9 @@ pub struct Program {
     native_insns: Option<Vec<Insn>>,
     /// Native lowering, for the unchecked interpreter.
     pub(crate) native_slots: Option<Box<[Slot]>>,
+    /// Machine code, for verified programs on x86-64.
+    #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+    pub(crate) jit: Option<Arc<crate::jit::JitProgram>>,
 }
 
 impl std::fmt::Debug for Program {
@@ -376,13 +379,25 @@ impl Program {
             });
         }
         let native_lowered = lower(&native, helpers, &maps, true)?;
-        Ok(Program::assemble(
+        // Machine code too, where the JIT exists. A program the JIT cannot
+        // compile still runs in the interpreter.
+        #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+        let jit = crate::jit::compile(&crate::jit::JitInput::new(&native, helpers).maps(&maps))
+            .ok()
+            .map(Arc::new);
+        #[allow(unused_mut)]
+        let mut prog = Program::assemble(
             insns,
             lowered,
             maps,
             Some(verified),
             Some((native, native_lowered.slots)),
-        ))
+        );
+        #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+        {
+            prog.jit = jit;
+        }
+        Ok(prog)
     }
 
     fn assemble(
@@ -419,6 +434,20 @@ impl Program {
             verified,
             native_insns,
             native_slots,
+            #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+            jit: None,
+        }
+    }
+
+    /// Whether the program has machine code (verified, x86-64, JIT built).
+    pub fn has_jit(&self) -> bool {
+        #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+        {
+            self.jit.is_some()
+        }
+        #[cfg(not(all(feature = "jit", target_arch = "x86_64")))]
+        {
+            false
         }
     }
 
@@ -988,4 +1017,25 @@ pub(crate) mod atomic {
     pub const FETCH: u64 = 1;
     pub const XCHG: u64 = AtomicOp::Xchg.code() as u64 | FETCH;
     pub const CMPXCHG: u64 = AtomicOp::Cmpxchg.code() as u64 | FETCH;
+}
+
+/// The JIT's tail-call resolver: the program a prog array of the running
+/// program holds at `index`, as machine code.
+#[cfg(all(feature = "jit", target_arch = "x86_64"))]
+pub(crate) fn jit_tail_target(
+    env: &mut crate::native::NativeEnv,
+    map: u64,
+    index: u32,
+) -> Option<Arc<crate::jit::JitProgram>> {
+    use crate::interp::ctx::MAP_HANDLE_BASE;
+    use crate::maps::prog_array::ProgArray;
+    if map & !0xffff_ffff != MAP_HANDLE_BASE || map & 0x8000_0000 != 0 {
+        return None;
+    }
+    let maps = env.maps()?;
+    let next = maps
+        .get((map & 0xffff_ffff) as usize)?
+        .downcast::<ProgArray>()?
+        .load(index)?;
+    next.jit.clone()
 }

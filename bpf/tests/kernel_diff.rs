@@ -552,7 +552,7 @@ fn seed(case: &Case, kobj: &KernelObject, sobj: &LoadedObject) -> Result<(), Str
 }
 
 /// Runs one program of the suite on every packet on both sides.
-fn run_case(case: &Case, packets: &[TestPacket], report: &mut Report) {
+fn run_case(case: &Case, packets: &[TestPacket], report: &mut Report, engine: sluice_bpf::Engine) {
     let path = progs_dir().join(format!("{}.o", case.object));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     // The kernel side must work: a failure here is the harness's, not Sluice's.
@@ -585,6 +585,16 @@ fn run_case(case: &Case, packets: &[TestPacket], report: &mut Report) {
         });
         return;
     };
+    if engine == sluice_bpf::Engine::Jit {
+        for p in &sobj.programs {
+            assert!(
+                p.program.has_jit(),
+                "{}: {} has no machine code",
+                case.object,
+                p.name
+            );
+        }
+    }
     let mut compared = Vec::new();
     for &name in case.maps {
         let pin = kernel_map_name(&kobj, name)
@@ -620,6 +630,7 @@ fn run_case(case: &Case, packets: &[TestPacket], report: &mut Report) {
     }
 
     let mut vm = Vm::for_cpu(0);
+    vm.set_engine(engine);
     // Index into report.differences of each map's first difference.
     let mut first_map_diff: BTreeMap<&str, usize> = BTreeMap::new();
     for packet in packets {
@@ -692,8 +703,12 @@ fn kernel_and_sluice_agree() {
     let packets = packets::all();
     let cases = cases();
     let mut report = Report::default();
-    for case in &cases {
-        run_case(case, &packets, &mut report);
+    // Both engines against the kernel: the interpreter (natively, on the
+    // verified programs) and the JIT's machine code.
+    for engine in [sluice_bpf::Engine::Interp, sluice_bpf::Engine::Jit] {
+        for case in &cases {
+            run_case(case, &packets, &mut report, engine);
+        }
     }
 
     for (packet, (programs, why)) in &report.not_comparable {
@@ -707,7 +722,7 @@ fn kernel_and_sluice_agree() {
         println!("--- difference {}:\n{d}\n", i + 1);
     }
     let summary = format!(
-        "kernel differential: {} programs x {} packets: {} runs compared, {} not comparable \
+        "kernel differential (interpreter and JIT): {} programs x {} packets: {} runs compared, {} not comparable \
          (the kernel refuses runts), {} differences; {} map dumps compared, {} differ",
         report.programs,
         packets.len(),
@@ -722,7 +737,7 @@ fn kernel_and_sluice_agree() {
         report.map_differences,
     );
     println!("{summary}");
-    assert_eq!(report.programs, cases.len());
+    assert_eq!(report.programs, 2 * cases.len());
     assert!(
         report.differences.is_empty(),
         "{summary}: {} findings, listed above (run with --nocapture to see them)",

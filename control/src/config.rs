@@ -309,11 +309,12 @@ impl DaemonConfig {
         cfg.engine = c.string(&root, None, "", "engine");
         match cfg.engine.as_deref() {
             None | Some("interp") => {}
+            Some("jit") if sluice_bpf::Engine::best() == sluice_bpf::Engine::Jit => {}
             Some("jit") => c.err(
                 None,
                 "engine",
                 "engine".into(),
-                "the JIT is not built yet (use interp)".into(),
+                "this build has no JIT (x86-64 with the `jit` feature only)".into(),
             ),
             Some(o) => c.err(
                 None,

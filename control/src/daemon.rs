@@ -1181,8 +1181,13 @@ pub fn run(a: DaemonArgs) -> Result<()> {
     };
     let ncpus = cores.len();
     let names: Vec<String> = ports.iter().map(|p| p.info().name.clone()).collect();
+    let engine = match cfg.engine.as_deref() {
+        Some("interp") => sluice_bpf::Engine::Interp,
+        _ => sluice_bpf::Engine::best(),
+    };
     let mut builder = Dataplane::builder()
         .cores(cores)
+        .engine(engine)
         .burst(cfg.burst.unwrap_or(32));
     for p in &ports {
         builder = builder.port(p.clone());

@@ -35,9 +35,10 @@ pub struct RunArgs {
     /// Cores to run workers on, DPDK `-l` style: `0-3,8`.
     #[arg(long)]
     pub cores: Option<String>,
-    /// Execution engine.
-    #[arg(long, default_value = "interp")]
-    pub engine: String,
+    /// Execution engine for verified programs: `jit` (the default on
+    /// x86-64) or `interp`.
+    #[arg(long)]
+    pub engine: Option<String>,
     /// Stop after this many seconds (default: until Ctrl-C, or until every
     /// finite port is drained).
     #[arg(long)]
@@ -166,10 +167,15 @@ impl Config {
     }
 }
 
-fn check_engine(e: &str) -> Result<()> {
+fn check_engine(e: &str) -> Result<sluice_bpf::Engine> {
     match e {
-        "interp" => Ok(()),
-        "jit" => bail!("engine \"jit\": the JIT is not built yet (use interp)"),
+        "interp" => Ok(sluice_bpf::Engine::Interp),
+        "jit" if sluice_bpf::Engine::best() == sluice_bpf::Engine::Jit => {
+            Ok(sluice_bpf::Engine::Jit)
+        }
+        "jit" => {
+            bail!("engine \"jit\": this build has no JIT (x86-64 with the `jit` feature only)")
+        }
         other => bail!("engine {other:?}: expected interp or jit"),
     }
 }
@@ -234,12 +240,13 @@ pub fn run(a: RunArgs) -> Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    let engine = if a.engine != "interp" {
-        a.engine.clone()
-    } else {
-        cfg.engine.clone().unwrap_or(a.engine.clone())
-    };
-    check_engine(&engine)?;
+    let engine = a.engine.clone().or(cfg.engine.clone()).unwrap_or_else(|| {
+        match sluice_bpf::Engine::best() {
+            sluice_bpf::Engine::Jit => "jit".into(),
+            sluice_bpf::Engine::Interp => "interp".into(),
+        }
+    });
+    let engine_kind = check_engine(&engine)?;
     let mut port_cfgs: Vec<PortConfig> = cfg.ports;
     for p in &a.ports {
         port_cfgs.push(PortConfig {
@@ -265,6 +272,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         objects: HashMap::new(),
     };
     let mut builder = Dataplane::builder()
+        .engine(engine_kind)
         .cores(cores)
         .burst(a.burst.min(cfg.burst.unwrap_or(a.burst)));
     let names: Vec<String> = ports.iter().map(|p| p.info().name.clone()).collect();

@@ -120,6 +120,7 @@ pub(crate) struct Shared {
     pub stop: AtomicBool,
     pub host_stack: bool,
     pub idle: IdlePolicy,
+    pub engine: sluice_bpf::Engine,
 }
 
 impl Shared {
@@ -138,6 +139,7 @@ pub struct Builder {
     host_stack: bool,
     pass_queue: usize,
     idle: IdlePolicy,
+    engine: sluice_bpf::Engine,
 }
 
 /// The cores this process may run on (`sched_getaffinity`).
@@ -191,6 +193,13 @@ impl Builder {
     /// Capacity of each port's PASS queue (default 1024).
     pub fn pass_queue(mut self, n: usize) -> Builder {
         self.pass_queue = n;
+        self
+    }
+
+    /// The engine for verified programs (default: the JIT on x86-64, the
+    /// interpreter elsewhere).
+    pub fn engine(mut self, e: sluice_bpf::Engine) -> Builder {
+        self.engine = e;
         self
     }
 
@@ -306,7 +315,9 @@ impl Builder {
             stop: AtomicBool::new(false),
             host_stack: self.host_stack,
             idle: self.idle,
+            engine: self.engine,
         });
+        tracing::info!(engine = ?self.engine, workers, "dataplane engine for verified programs");
         let mut threads = Vec::with_capacity(workers);
         for (w, ((core, rx), tx)) in cores.into_iter().zip(rx).zip(tx).enumerate() {
             let worker = worker::Worker {
@@ -435,6 +446,7 @@ impl Dataplane {
             host_stack: false,
             pass_queue: 1024,
             idle: IdlePolicy::default(),
+            engine: sluice_bpf::Engine::best(),
         }
     }
 

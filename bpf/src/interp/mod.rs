@@ -203,6 +203,31 @@ pub struct Vm {
     state: RunState,
     frames: [Frame; MAX_FRAMES],
     checked: bool,
+    engine: Engine,
+    #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+    jit: Option<Box<crate::jit::JitVm>>,
+}
+
+/// Which engine runs verified programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The interpreter (natively for verified programs, checked otherwise).
+    #[default]
+    Interp,
+    /// Machine code from the JIT for programs that have it (verified, on
+    /// x86-64); others fall back to the interpreter.
+    Jit,
+}
+
+impl Engine {
+    /// The JIT where this build has one, else the interpreter.
+    pub fn best() -> Engine {
+        if cfg!(all(feature = "jit", target_arch = "x86_64")) {
+            Engine::Jit
+        } else {
+            Engine::Interp
+        }
+    }
 }
 
 impl Default for Vm {
@@ -248,6 +273,9 @@ impl Vm {
             state: RunState::new(cpu, rng, None, DEFAULT_BUDGET),
             frames: [Frame::default(); MAX_FRAMES],
             checked: false,
+            engine: Engine::Interp,
+            #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+            jit: None,
         };
         // The stack's address never changes (it is boxed), so its region is
         // set once.
@@ -294,6 +322,16 @@ impl Vm {
         }
         self.dynamic[REGION_PACKET] = Region::new(PACKET_VBASE, mem, true);
         self.exec(prog, PACKET_VBASE, len)
+    }
+
+    /// Selects the engine for verified programs.
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.engine = engine;
+    }
+
+    /// The engine for verified programs.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Whether runs check every access even for verified programs (the
@@ -370,6 +408,16 @@ impl Vm {
             dst.copy_from_slice(&src.to_le_bytes());
         }
         let buf_len = frame.buf.len();
+        #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+        if self.engine == Engine::Jit && !self.checked {
+            if let Some(code) = &prog.jit {
+                let cpu = self.state.cpu;
+                let jvm = self
+                    .jit
+                    .get_or_insert_with(|| Box::new(crate::jit::JitVm::for_cpu(cpu)));
+                return jvm.run_frame(code, frame);
+            }
+        }
         if self.native_for(prog) {
             let base = frame.buf.as_mut_ptr() as u64;
             let mut native = NativeXdpMd {

@@ -180,6 +180,51 @@ impl JitVm {
         self.state.rng = seed | 1;
     }
 
+    /// Runs a verified program's machine code on an XDP frame, like
+    /// [`crate::Vm::run_xdp`]: the frame's offsets and `redirect` reflect
+    /// what the program did (including `bpf_xdp_adjust_*`).
+    ///
+    /// # Errors
+    /// The [`Fault`] that ended the run.
+    pub(crate) fn run_frame(
+        &mut self,
+        prog: &JitProgram,
+        frame: &mut crate::interp::XdpFrame<'_>,
+    ) -> Result<u64, Fault> {
+        let buf_len = frame.buf.len();
+        let base = frame.buf.as_mut_ptr() as u64;
+        let mut ctx = NativeXdpMd {
+            data: base + frame.data as u64,
+            data_end: base + frame.end as u64,
+            data_meta: base + frame.meta as u64,
+            ingress_ifindex: frame.ingress_ifindex,
+            rx_queue_index: frame.rx_queue_index,
+            egress_ifindex: frame.egress_ifindex,
+            _pad: 0,
+        };
+        self.state.xdp = Some(crate::interp::ctx::XdpState {
+            whole: crate::interp::mem::Region::new(crate::interp::PACKET_VBASE, frame.buf, true),
+            buf_len,
+            meta: frame.meta,
+            data: frame.data,
+            end: frame.end,
+        });
+        if self.env.tail_call.is_none() {
+            self.env.tail_call = Some(crate::program::jit_tail_target);
+        }
+        // SAFETY: this crate calls `run_frame` only with the code
+        // `Program::load_verified` compiled, i.e. for programs the verifier
+        // accepted as XDP programs; `ctx` delimits this frame's buffer, which
+        // the `&mut` borrow keeps valid and unaliased for the run.
+        #[allow(unsafe_code)]
+        let r = unsafe { self.run_xdp(prog, &mut ctx) };
+        if let Some(x) = self.state.xdp.take() {
+            (frame.meta, frame.data, frame.end) = (x.meta, x.data, x.end);
+        }
+        frame.redirect = self.state.redirect;
+        r
+    }
+
     /// The port the last run's `bpf_redirect*` chose.
     pub fn redirect(&self) -> Option<u32> {
         self.state.redirect
