@@ -439,6 +439,18 @@ impl Program {
         }
     }
 
+    /// The program's machine code, when it has some.
+    pub fn jit_code(&self) -> Option<&[u8]> {
+        #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+        {
+            self.jit.as_deref().map(|j| j.code())
+        }
+        #[cfg(not(all(feature = "jit", target_arch = "x86_64")))]
+        {
+            None
+        }
+    }
+
     /// Whether the program has machine code (verified, x86-64, JIT built).
     pub fn has_jit(&self) -> bool {
         #[cfg(all(feature = "jit", target_arch = "x86_64"))]

@@ -664,9 +664,26 @@ impl Daemon {
                     "xlated" => {
                         let text = disasm::disassemble_listing(p.program.insns())
                             .map_err(|e| anyhow!("disassembling: {e}"))?;
-                        Ok(json!({"id": id, "name": p.name, "xlated": text.lines().collect::<Vec<_>>()}))
+                        Ok(
+                            json!({"id": id, "name": p.name, "xlated": text.lines().collect::<Vec<_>>()}),
+                        )
                     }
-                    "jited" => bail!("program {id} runs in the interpreter (engine interp): there is no machine code to show"),
+                    "jited" => {
+                        let Some(code) = p.program.jit_code() else {
+                            bail!("program {id} has no machine code (not verified, or a build without the JIT)")
+                        };
+                        // bpftool's `opcodes` form: 16 bytes a line, with offsets.
+                        let lines: Vec<String> = code
+                            .chunks(16)
+                            .enumerate()
+                            .map(|(i, c)| {
+                                let bytes: Vec<String> =
+                                    c.iter().map(|b| format!("{b:02x}")).collect();
+                                format!("{:5x}: {}", i * 16, bytes.join(" "))
+                            })
+                            .collect();
+                        Ok(json!({"id": id, "name": p.name, "bytes": code.len(), "jited": lines}))
+                    }
                     k => bail!("dump kind {k:?}: expected xlated or jited"),
                 }
             }
