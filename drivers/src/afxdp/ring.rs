@@ -300,63 +300,63 @@ mod tests {
     /// Only `munmap` is used by these tests: the mapping is heap memory.
     impl crate::afxdp::sys::Sys for HeapSys {
         fn if_nametoindex(&self, _: &str) -> std::io::Result<u32> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn rx_queues(&self, _: &str) -> std::io::Result<Option<u32>> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn mac_address(&self, _: &str) -> std::io::Result<[u8; 6]> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn xsk_socket(&self) -> std::io::Result<i32> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn close(&self, _: i32) {}
         fn umem_register(&self, _: i32, _: &crate::afxdp::sys::UmemReg) -> std::io::Result<()> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn set_ring_size(&self, _: i32, _: RingKind, _: u32) -> std::io::Result<()> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn mmap_offsets(&self, _: i32) -> std::io::Result<MmapOffsets> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn mmap_ring(&self, _: i32, _: RingKind, _: usize) -> std::io::Result<NonNull<u8>> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn mmap_anonymous(&self, _: usize) -> std::io::Result<NonNull<u8>> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn munmap(&self, addr: NonNull<u8>, len: usize) {
             // SAFETY: allocated in `mapping` below with this layout.
             unsafe { std::alloc::dealloc(addr.as_ptr(), HeapSys::layout(len)) }
         }
         fn bind(&self, _: i32, _: &crate::afxdp::sys::SockaddrXdp) -> std::io::Result<()> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn xdp_options(&self, _: i32) -> std::io::Result<u32> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn statistics(&self, _: i32) -> std::io::Result<crate::afxdp::sys::XdpStatistics> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn kick_tx(&self, _: i32) -> std::io::Result<()> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn kick_rx(&self, _: i32) -> std::io::Result<()> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn xskmap_create(&self, _: &str, _: u32) -> std::io::Result<i32> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn map_update_u32(&self, _: i32, _: u32, _: u32) -> std::io::Result<()> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn prog_load_xdp(&self, _: &str, _: &[u64], _: &str, _: &mut [u8]) -> std::io::Result<i32> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
         fn xdp_link_create(&self, _: i32, _: u32, _: u32) -> std::io::Result<i32> {
-            unimplemented!()
+            Err(std::io::Error::other("HeapSys: not used by the ring tests"))
         }
     }
 
