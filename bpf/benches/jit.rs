@@ -30,201 +30,17 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use sluice_bpf::helpers::Registry;
 use sluice_bpf::interp::XdpFrame;
-use sluice_bpf::isa::{self, AluOp, ByteOrder, Insn, Instruction, JmpOp, Reg, Size, Source, Width};
+use sluice_bpf::isa::{self, Insn, Instruction};
 use sluice_bpf::jit::{self, JitInput, JitOptions, JitProgram, JitVm};
 use sluice_bpf::maps::MapDef;
 use sluice_bpf::native::{native_ctx_field, NativeXdpMd};
 use sluice_bpf::verifier::{verify, ProgKind, VerifyOptions};
 use sluice_bpf::{Program, Vm};
 
-// ---------------------------------------------------------------------------
-// The programs (as in benches/interp.rs, which documents them)
+// The programs, their packets and builders: `benches/programs/`.
+mod programs;
 
-const XDP_DROP: i32 = 1;
-const XDP_TX: i32 = 3;
-const UDP_DST_PORT: u16 = 4789;
-
-#[derive(Clone, Copy, Debug)]
-enum Abi {
-    /// Linux's `struct xdp_md`: 32-bit `data` at 0, `data_end` at 4.
-    Linux,
-    /// rbpf's metadata buffer: 64-bit `data` at 0, `data_end` at 8.
-    Rbpf,
-}
-
-const R0: Reg = Reg::R0;
-const R1: Reg = Reg::R1;
-const R2: Reg = reg(2);
-const R3: Reg = reg(3);
-const R4: Reg = reg(4);
-const R5: Reg = reg(5);
-
-const fn reg(n: u8) -> Reg {
-    match Reg::new(n) {
-        Some(r) => r,
-        None => panic!("no such register"),
-    }
-}
-
-fn alu64(op: AluOp, dst: Reg, src: Source) -> Instruction {
-    Instruction::Alu {
-        width: Width::W64,
-        op,
-        dst,
-        src,
-    }
-}
-
-fn mov(dst: Reg, imm: i32) -> Instruction {
-    alu64(AluOp::Mov, dst, Source::Imm(imm))
-}
-
-fn mov_r(dst: Reg, src: Reg) -> Instruction {
-    alu64(AluOp::Mov, dst, Source::Reg(src))
-}
-
-fn add(dst: Reg, imm: i32) -> Instruction {
-    alu64(AluOp::Add, dst, Source::Imm(imm))
-}
-
-fn add_r(dst: Reg, src: Reg) -> Instruction {
-    alu64(AluOp::Add, dst, Source::Reg(src))
-}
-
-fn ldx(size: Size, dst: Reg, src: Reg, off: i16) -> Instruction {
-    Instruction::Load {
-        size,
-        signed: false,
-        dst,
-        src,
-        off,
-    }
-}
-
-fn stx(size: Size, dst: Reg, off: i16, src: Reg) -> Instruction {
-    Instruction::Store {
-        size,
-        dst,
-        off,
-        src: Source::Reg(src),
-    }
-}
-
-fn jmp(op: JmpOp, dst: Reg, src: Source, off: i16) -> Instruction {
-    Instruction::Jmp {
-        width: Width::W64,
-        op,
-        dst,
-        src,
-        off,
-    }
-}
-
-fn prologue(abi: Abi) -> [Instruction; 2] {
-    match abi {
-        Abi::Linux => [ldx(Size::W, R2, R1, 0), ldx(Size::W, R3, R1, 4)],
-        Abi::Rbpf => [ldx(Size::DW, R2, R1, 0), ldx(Size::DW, R3, R1, 8)],
-    }
-}
-
-fn mac_swap() -> Vec<Instruction> {
-    let mut p = vec![
-        mov(R0, XDP_DROP),
-        mov_r(R4, R2),
-        add(R4, 14),
-        jmp(JmpOp::Gt, R4, Source::Reg(R3), 25),
-    ];
-    for i in 0..6 {
-        p.extend([
-            ldx(Size::B, R4, R2, i),
-            ldx(Size::B, R5, R2, 6 + i),
-            stx(Size::B, R2, i, R5),
-            stx(Size::B, R2, 6 + i, R4),
-        ]);
-    }
-    p.extend([mov(R0, XDP_TX), Instruction::Exit]);
-    p
-}
-
-fn parse_udp() -> Vec<Instruction> {
-    let out = |from: usize| 21 - (from as i16 + 1);
-    vec![
-        Instruction::Alu {
-            width: Width::W32,
-            op: AluOp::Mov,
-            dst: R0,
-            src: Source::Imm(-1),
-        },
-        mov_r(R4, R2),
-        add(R4, 14),
-        jmp(JmpOp::Gt, R4, Source::Reg(R3), out(3)),
-        ldx(Size::H, R4, R2, 12),
-        jmp(JmpOp::Ne, R4, Source::Imm(0x0008), out(5)),
-        mov_r(R4, R2),
-        add(R4, 14 + 20),
-        jmp(JmpOp::Gt, R4, Source::Reg(R3), out(8)),
-        ldx(Size::B, R4, R2, 14 + 9),
-        jmp(JmpOp::Ne, R4, Source::Imm(17), out(10)),
-        ldx(Size::B, R4, R2, 14),
-        alu64(AluOp::And, R4, Source::Imm(0x0f)),
-        alu64(AluOp::Lsh, R4, Source::Imm(2)),
-        jmp(JmpOp::Lt, R4, Source::Imm(20), out(14)),
-        add_r(R2, R4),
-        mov_r(R4, R2),
-        add(R4, 14 + 8),
-        jmp(JmpOp::Gt, R4, Source::Reg(R3), out(18)),
-        ldx(Size::H, R0, R2, 14 + 2),
-        Instruction::Endian {
-            order: ByteOrder::Be,
-            bits: 16,
-            dst: R0,
-        },
-        Instruction::Exit,
-    ]
-}
-
-fn sum_256() -> Vec<Instruction> {
-    vec![
-        mov(R0, 0),
-        mov_r(R4, R2),
-        add(R4, 256),
-        jmp(JmpOp::Gt, R4, Source::Reg(R3), 6),
-        mov(R4, 256),
-        ldx(Size::B, R5, R2, 0),
-        add_r(R0, R5),
-        add(R2, 1),
-        add(R4, -1),
-        jmp(JmpOp::Ne, R4, Source::Imm(0), -5),
-        Instruction::Exit,
-    ]
-}
-
-fn slots(abi: Abi, body: &[Instruction]) -> Vec<Insn> {
-    let mut prog = prologue(abi).to_vec();
-    prog.extend_from_slice(body);
-    isa::encode(&prog)
-}
-
-fn udp_packet() -> Vec<u8> {
-    let mut p = vec![0u8; 64];
-    p[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    p[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
-    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    p[14] = 0x45;
-    p[16..18].copy_from_slice(&50u16.to_be_bytes());
-    p[22] = 64;
-    p[23] = 17;
-    p[26..30].copy_from_slice(&[10, 0, 0, 1]);
-    p[30..34].copy_from_slice(&[10, 0, 0, 2]);
-    p[34..36].copy_from_slice(&12345u16.to_be_bytes());
-    p[36..38].copy_from_slice(&UDP_DST_PORT.to_be_bytes());
-    p[38..40].copy_from_slice(&30u16.to_be_bytes());
-    p
-}
-
-fn sum_packet() -> Vec<u8> {
-    (0..256u32).map(|i| (i * 7 + 3) as u8).collect()
-}
+use programs::*;
 
 // ---------------------------------------------------------------------------
 // The same logic in Rust
@@ -676,7 +492,7 @@ fn main() {
     };
     let mut rows = Vec::new();
     for case in cases() {
-        let linux = slots(Abi::Linux, &case.body);
+        let linux = slots(Abi::Sluice, &case.body);
         let rbpf_code = isa::to_bytes(&slots(Abi::Rbpf, &case.body));
         let native = native_program(&linux);
 
@@ -810,7 +626,7 @@ fn main() {
         let nslots = cases()
             .iter()
             .find(|c| c.name == r.name)
-            .map_or(0, |c| slots(Abi::Linux, &c.body).len());
+            .map_or(0, |c| slots(Abi::Sluice, &c.body).len());
         println!(
             "compile {}: {nslots} slots; code generation {:.2} us / {} bytes with 1 pass, \
              {:.2} us / {} bytes with 2; with code memory {:.1} us",

@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use sluice_bpf::object::{LoadOptions, LoadedObject};
-use sluice_dataplane::{Dataplane, Hook, IdlePolicy, PortSnapshot, Stats};
+use sluice_dataplane::{Dataplane, Hook, IdlePolicy};
+
+use crate::run::{print_table, status_line};
 use sluice_drivers::spec::{self, PortSpec};
 use sluice_drivers::Direction;
 
@@ -741,87 +743,4 @@ fn udp_recv(a: &DemoArgs) -> Result<()> {
     println!("udp-recv received {}", parts.join(" "));
     std::io::stdout().flush()?;
     Ok(())
-}
-
-// The status line and final table are `sluice run`'s (`run.rs`), repeated
-// here until run.rs makes them visible to the rest of the crate; the one
-// difference is that rates below 10 kpps print in pps, since a demo's
-// ping and UDP traffic would all read 0.000 Mpps.
-
-/// `0.123 Mpps`, or `364 pps` below 10 kpps.
-fn rate(n: u64, secs: f64) -> String {
-    let pps = if secs > 0.0 { n as f64 / secs } else { 0.0 };
-    if pps >= 10_000.0 {
-        format!("{:.3} Mpps", pps / 1e6)
-    } else {
-        format!("{pps:.0} pps")
-    }
-}
-
-fn mpps(n: u64, secs: f64) -> f64 {
-    if secs <= 0.0 {
-        0.0
-    } else {
-        n as f64 / secs / 1e6
-    }
-}
-
-fn dropped(s: &PortSnapshot) -> u64 {
-    s.drops().iter().map(|(_, n)| n).sum()
-}
-
-fn status_line(prev: &Stats, now: &Stats, secs: f64) -> String {
-    let parts: Vec<String> = now
-        .ports
-        .iter()
-        .zip(&prev.ports)
-        .map(|(port, p)| {
-            let (n, p) = (&port.total, &p.total);
-            format!(
-                "{}: rx {} tx {} drop {}",
-                port.info.name,
-                rate(n.rx_packets - p.rx_packets, secs),
-                rate(n.tx_packets - p.tx_packets, secs),
-                rate(dropped(n) - dropped(p), secs),
-            )
-        })
-        .collect();
-    format!(
-        "[{:>6.1}s] {}",
-        now.elapsed.as_secs_f64(),
-        parts.join(" | ")
-    )
-}
-
-fn print_table(s: &Stats) {
-    let secs = s.elapsed.as_secs_f64();
-    println!(
-        "{:<20} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9}",
-        "port", "rx", "tx", "dropped", "passed", "redirect", "aborted", "rx Mpps", "tx Mpps"
-    );
-    for p in &s.ports {
-        let t = &p.total;
-        println!(
-            "{:<20} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9.3} {:>9.3}",
-            p.info.name,
-            t.rx_packets,
-            t.tx_packets,
-            dropped(t),
-            t.xdp_pass,
-            t.xdp_redirect,
-            t.xdp_aborted,
-            mpps(t.rx_packets, secs),
-            mpps(t.tx_packets, secs)
-        );
-        let reasons: Vec<String> = t
-            .drops()
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
-        if !reasons.is_empty() {
-            println!("{:<20} drops: {}", "", reasons.join(" "));
-        }
-    }
-    println!("{secs:.2} s");
 }

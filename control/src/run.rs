@@ -497,7 +497,19 @@ fn print_host_table(h: &HostStackStats) {
 }
 // ---- end host stack ----
 
-fn status_line(prev: &Stats, now: &Stats, secs: f64) -> String {
+/// `0.123 Mpps`, or `364 pps` below 10 kpps (a demo's or a test's traffic
+/// would all read 0.000 Mpps).
+fn rate(n: u64, secs: f64) -> String {
+    let pps = if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    if pps >= 10_000.0 {
+        format!("{:.3} Mpps", pps / 1e6)
+    } else {
+        format!("{pps:.0} pps")
+    }
+}
+
+/// The live status line: rx/tx/drop rates per port since `prev`.
+pub(crate) fn status_line(prev: &Stats, now: &Stats, secs: f64) -> String {
     let parts: Vec<String> = now
         .ports
         .iter()
@@ -505,11 +517,11 @@ fn status_line(prev: &Stats, now: &Stats, secs: f64) -> String {
         .map(|(port, p)| {
             let (n, p) = (&port.total, &p.total);
             format!(
-                "{}: rx {:.3} tx {:.3} drop {:.3} Mpps",
+                "{}: rx {} tx {} drop {}",
                 port.info.name,
-                mpps(n.rx_packets - p.rx_packets, secs),
-                mpps(n.tx_packets - p.tx_packets, secs),
-                mpps(dropped(n) - dropped(p), secs),
+                rate(n.rx_packets - p.rx_packets, secs),
+                rate(n.tx_packets - p.tx_packets, secs),
+                rate(dropped(n) - dropped(p), secs),
             )
         })
         .collect();
@@ -553,7 +565,8 @@ pub fn stats_json(s: &Stats) -> serde_json::Value {
     json!({ "duration_secs": s.elapsed.as_secs_f64(), "ports": ports })
 }
 
-fn print_table(s: &Stats) {
+/// The final table: per port counts, drops by reason, rates.
+pub(crate) fn print_table(s: &Stats) {
     let secs = s.elapsed.as_secs_f64();
     println!(
         "{:<20} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9}",
