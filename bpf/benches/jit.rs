@@ -32,9 +32,8 @@ use sluice_bpf::helpers::Registry;
 use sluice_bpf::interp::XdpFrame;
 use sluice_bpf::isa::{self, Insn, Instruction};
 use sluice_bpf::jit::{self, JitInput, JitOptions, JitProgram, JitVm};
-use sluice_bpf::maps::MapDef;
-use sluice_bpf::native::{native_ctx_field, NativeXdpMd};
-use sluice_bpf::verifier::{verify, ProgKind, VerifyOptions};
+use sluice_bpf::native::NativeXdpMd;
+use sluice_bpf::verifier::ProgKind;
 use sluice_bpf::{Program, Vm};
 
 // The programs, their packets and builders: `benches/programs/`.
@@ -89,26 +88,14 @@ fn native_empty(p: &[u8]) -> u64 {
 /// The verifier's context-access conversion for an engine with real
 /// pointers: each `ldxw` of a `struct xdp_md` pointer field becomes an
 /// `ldxdw` at the native context's offset.
+/// The program as native engines run it: verified, context loads rewritten
+/// (what `Program::load_verified` does for every program it loads).
 fn native_program(linux: &[Insn]) -> Vec<Insn> {
-    let v = verify(
-        linux,
-        ProgKind::Xdp,
-        &Registry::xdp(),
-        &[] as &[MapDef],
-        &VerifyOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("Sluice's verifier refuses the benchmark program: {e}"));
-    let mut out = linux.to_vec();
-    for l in &v.ctx_loads {
-        let (off, wide) =
-            native_ctx_field(l.field.xdp_md_offset() as usize).expect("a context field");
-        let i = &mut out[l.insn];
-        i.off = off;
-        if wide {
-            i.code = 0x79; // ldxdw
-        }
-    }
-    out
+    Program::load_verified(linux.to_vec(), ProgKind::Xdp, &Registry::xdp(), Vec::new())
+        .unwrap_or_else(|e| panic!("Sluice's verifier refuses the benchmark program: {e}"))
+        .native_insns()
+        .expect("a verified program has native instructions")
+        .to_vec()
 }
 
 struct SluiceJit {
