@@ -172,7 +172,8 @@ pub struct StatsArgs {
     /// Stop after this many lines.
     #[arg(short, long)]
     pub count: Option<u64>,
-    /// Per-worker detail and drops by reason.
+    /// Per-queue detail (the core serving each queue, verdicts, the
+    /// driver's drops) and the dataplane's drops by reason.
     #[arg(short = 'e', long)]
     pub extended: bool,
     #[command(flatten)]
@@ -548,8 +549,30 @@ pub fn port(cmd: PortCmd) -> Result<ExitCode> {
                 s(&p["egress_version"])
             );
         }
+        println!(
+            "\n{:<20} {:<4} {:>5} {:>6} {:>5}",
+            "port", "dir", "queue", "worker", "core"
+        );
+        for p in r["ports"].as_array().into_iter().flatten() {
+            for q in p["queues"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:<4} {:>5} {:>6} {:>5}",
+                    s(&p["name"]),
+                    s(&q["direction"]),
+                    s(&q["queue"]),
+                    s(&q["worker"]),
+                    core(&q["core"])
+                );
+            }
+        }
         println!("workers: {}", s(&r["workers"]));
     })
+}
+
+/// A core number, or "-" for an unpinned worker.
+fn core(v: &Value) -> String {
+    v.as_u64()
+        .map_or_else(|| "-".to_string(), |c| c.to_string())
 }
 
 fn u(v: &Value) -> u64 {
@@ -600,25 +623,7 @@ pub fn stats(a: StatsArgs) -> Result<ExitCode> {
                         d("aborted"),
                     );
                     if a.extended {
-                        for (w, ow) in port["per_worker"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .zip(old["per_worker"].as_array().into_iter().flatten())
-                        {
-                            let dw = |k: &str| u(&w[k]).saturating_sub(u(&ow[k])) as f64 / secs;
-                            println!(
-                                "  worker {:<8} {:>12.0} rx/s {:>12.0} tx/s   drop {:.0} pass {:.0} tx {:.0} redirect {:.0} aborted {:.0} /s",
-                                s(&w["worker"]),
-                                dw("rx_packets"),
-                                dw("tx_packets"),
-                                dw("xdp_drop"),
-                                dw("xdp_pass"),
-                                dw("xdp_tx"),
-                                dw("xdp_redirect"),
-                                dw("xdp_aborted"),
-                            );
-                        }
+                        print_queues(port, old, secs);
                         let reasons: Vec<String> = port["dropped"]
                             .as_object()
                             .into_iter()
@@ -638,6 +643,64 @@ pub fn stats(a: StatsArgs) -> Result<ExitCode> {
         }
         prev = Some((now, r));
         std::thread::sleep(interval);
+    }
+}
+
+/// `stats -e`: one line per RX queue (verdict rates, the driver's drops
+/// by reason) and per TX queue, each with the core serving it, like
+/// xdp-bench's per-CPU lines.
+fn print_queues(port: &Value, old: &Value, secs: f64) {
+    let rate =
+        |new: &Value, old: &Value, k: &str| u(&new[k]).saturating_sub(u(&old[k])) as f64 / secs;
+    let drivers = |new: &Value, old: &Value| -> String {
+        let d: Vec<String> = new["driver"]["drops"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                let n = u(v).saturating_sub(u(&old["driver"]["drops"][k]));
+                (n > 0).then(|| format!("{k}={n}"))
+            })
+            .collect();
+        if d.is_empty() {
+            String::new()
+        } else {
+            format!("  driver drops: {}", d.join(" "))
+        }
+    };
+    for dir in ["rx", "tx"] {
+        let olds = old["queues"][dir].as_array().cloned().unwrap_or_default();
+        for (i, q) in port["queues"][dir]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let o = olds.get(i).unwrap_or(&Value::Null);
+            if dir == "rx" {
+                println!(
+                    "  rx q{:<3} core {:>3} {:>12.0} rx/s   drop {:.0} pass {:.0} tx {:.0} redirect {:.0} aborted {:.0} /s{}",
+                    s(&q["queue"]),
+                    core(&q["core"]),
+                    rate(q, o, "rx_packets"),
+                    rate(q, o, "xdp_drop"),
+                    rate(q, o, "xdp_pass"),
+                    rate(q, o, "xdp_tx"),
+                    rate(q, o, "xdp_redirect"),
+                    rate(q, o, "xdp_aborted"),
+                    drivers(q, o),
+                );
+            } else {
+                println!(
+                    "  tx q{:<3} core {:>3} {:>12.0} tx/s   tx_full {:.0} /s{}",
+                    s(&q["queue"]),
+                    core(&q["core"]),
+                    rate(q, o, "tx_packets"),
+                    rate(q, o, "tx_full"),
+                    drivers(q, o),
+                );
+            }
+        }
     }
 }
 

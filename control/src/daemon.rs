@@ -791,19 +791,32 @@ impl Daemon {
                 Ok(json!({"name": map, "id": p.map.id()}))
             }
             Command::PortList {} => {
+                let rxq = self.dp.rx_queues();
+                let cores = self.dp.worker_cores();
                 let ports: Vec<Value> = self
                     .dp
                     .ports()
                     .iter()
                     .enumerate()
                     .map(|(i, p)| {
+                        // RX queues as the dataplane spread them; TX queue
+                        // w is worker w's.
+                        let queues: Vec<Value> = rxq
+                            .iter()
+                            .filter(|q| q.port == i)
+                            .map(|q| json!({"direction": "rx", "queue": q.queue, "worker": q.worker, "core": q.core}))
+                            .chain(cores.iter().enumerate().map(|(w, c)| {
+                                json!({"direction": "tx", "queue": w, "worker": w, "core": c})
+                            }))
+                            .collect();
                         json!({"index": i, "name": p.name, "driver": p.driver, "mode": p.mode,
                                "ifindex": p.ifindex, "rx_queues": p.rx_queues, "tx_queues": p.tx_queues,
                                "ingress_version": self.dp.version(i, Hook::Ingress),
-                               "egress_version": self.dp.version(i, Hook::Egress)})
+                               "egress_version": self.dp.version(i, Hook::Egress),
+                               "queues": queues})
                     })
                     .collect();
-                Ok(json!({"workers": self.dp.workers(), "ports": ports}))
+                Ok(json!({"workers": self.dp.workers(), "worker_cores": cores, "ports": ports}))
             }
             Command::Stats {} => Ok(self.stats_json()),
             Command::Capture {
@@ -924,8 +937,8 @@ impl Daemon {
         Ok(json!({"port": self.names[port], "path": path, "packets": n, "missed": tap.missed()}))
     }
 
-    /// Prometheus text: the dataplane's families, then the daemon's own
-    /// (swaps, per-worker traffic, programs).
+    /// Prometheus text: the dataplane's families (ports, queues, host
+    /// stack), then the daemon's own (swaps, programs).
     fn metrics(&self, host: Option<&sluice_dataplane::host::HostStackStats>) -> String {
         use std::fmt::Write as _;
         let stats = self.dp.stats();
@@ -944,36 +957,6 @@ impl Daemon {
                     "sluice_program_swaps_total{{port=\"{name}\",hook=\"{}\"}} {n}",
                     hook_name(h)
                 );
-            }
-        }
-        for (fam, help, f) in [
-            (
-                "sluice_worker_rx_packets_total",
-                "Packets received, per port and worker (queue set).",
-                0,
-            ),
-            (
-                "sluice_worker_rx_bytes_total",
-                "Bytes received, per port and worker.",
-                1,
-            ),
-            (
-                "sluice_worker_tx_packets_total",
-                "Packets sent, per port and worker.",
-                2,
-            ),
-            (
-                "sluice_worker_tx_bytes_total",
-                "Bytes sent, per port and worker.",
-                3,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {fam} {help}\n# TYPE {fam} counter");
-            for p in &stats.ports {
-                for (w, c) in p.per_worker.iter().enumerate() {
-                    let v = [c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes][f];
-                    let _ = writeln!(out, "{fam}{{port=\"{}\",worker=\"{w}\"}} {v}", p.info.name);
-                }
             }
         }
         let mut hooks: Vec<_> = st.hooks.iter().collect();

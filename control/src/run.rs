@@ -559,10 +559,55 @@ pub fn stats_json(s: &Stats) -> serde_json::Value {
                 "batches": t.batches,
                 "ingress_version": p.ingress_version,
                 "egress_version": p.egress_version,
+                "queues": queues_json(p),
             })
         })
         .collect();
     json!({ "duration_secs": s.elapsed.as_secs_f64(), "ports": ports })
+}
+
+/// A driver's per-queue counters, drops by reason name.
+fn driver_json(d: Option<sluice_drivers::QueueStatsSnapshot>) -> serde_json::Value {
+    match d {
+        None => serde_json::Value::Null,
+        Some(d) => {
+            let drops: serde_json::Map<String, serde_json::Value> = sluice_drivers::DropReason::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), json!(d.dropped(*r))))
+                .collect();
+            json!({"packets": d.packets, "bytes": d.bytes, "drops": drops})
+        }
+    }
+}
+
+/// Every queue of a port: where it runs (worker, core) and its counters.
+pub(crate) fn queues_json(p: &sluice_dataplane::PortStats) -> serde_json::Value {
+    let rx: Vec<serde_json::Value> = p
+        .rx_queues
+        .iter()
+        .map(|q| {
+            let c = &q.counters;
+            json!({
+                "queue": q.place.queue, "worker": q.place.worker, "core": q.place.core,
+                "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes, "batches": c.batches,
+                "xdp_drop": c.xdp_drop, "xdp_pass": c.xdp_pass, "xdp_tx": c.xdp_tx,
+                "xdp_redirect": c.xdp_redirect, "xdp_aborted": c.xdp_aborted,
+                "driver": driver_json(q.driver),
+            })
+        })
+        .collect();
+    let tx: Vec<serde_json::Value> = p
+        .tx_queues
+        .iter()
+        .map(|q| {
+            json!({
+                "queue": q.place.queue, "worker": q.place.worker, "core": q.place.core,
+                "tx_packets": q.tx_packets, "tx_bytes": q.tx_bytes, "tx_full": q.tx_full,
+                "driver": driver_json(q.driver),
+            })
+        })
+        .collect();
+    json!({"rx": rx, "tx": tx})
 }
 
 /// The final table: per port counts, drops by reason, rates.

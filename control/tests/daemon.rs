@@ -310,6 +310,85 @@ fn prog_load_show_replace_detach_and_refusals() {
     assert!(v["error"].as_str().unwrap().contains("version 9"), "{v}");
 }
 
+/// `port list` names the worker and core of every queue; `stats -e`
+/// gives one line per queue, and the JSON per-queue counters add up to the
+/// port's.
+#[test]
+fn port_list_and_stats_per_queue() {
+    let allowed: Vec<usize> = {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..n.min(2)).collect()
+    };
+    let cores = allowed
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let d = Daemon::start(
+        "queues",
+        &["null:size=64,queues=2"],
+        &format!("cores = \"{cores}\""),
+    );
+    d.ok(&["prog", "load", &prog("macswap"), "--attach", "0"]);
+    let list = d.ok(&["port", "list"]);
+    let queues = list["ports"][0]["queues"].as_array().unwrap().clone();
+    println!("port list queues: {queues:?}");
+    let workers = allowed.len();
+    assert_eq!(
+        queues.len(),
+        2 + workers,
+        "2 RX queues, one TX queue per worker"
+    );
+    for q in &queues {
+        let (queue, worker) = (n(&q["queue"]) as usize, n(&q["worker"]) as usize);
+        if q["direction"] == json!("rx") {
+            assert_eq!(
+                worker,
+                queue % workers,
+                "RX queues round-robin over workers"
+            );
+        } else {
+            assert_eq!(worker, queue, "TX queue w is worker w's");
+        }
+        assert_eq!(n(&q["core"]) as usize, allowed[worker], "{q}");
+    }
+    let text = d.cli(&["port", "list"]);
+    assert!(text.ok(), "{}", text.stderr);
+    let rx1 = format!("null0 rx 1 {} {}", 1 % workers, allowed[1 % workers]);
+    let squeezed: Vec<String> = text
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(squeezed.contains(&rx1), "{rx1:?} in:\n{}", text.stdout);
+
+    std::thread::sleep(Duration::from_millis(200));
+    let p = d.port(0);
+    let rxq = p["queues"]["rx"].as_array().unwrap();
+    let sum: u64 = rxq.iter().map(|q| n(&q["rx_packets"])).sum();
+    println!(
+        "per queue rx: {:?}, port rx {}",
+        rxq.iter().map(|q| n(&q["rx_packets"])).collect::<Vec<_>>(),
+        n(&p["rx_packets"])
+    );
+    assert!(
+        rxq.iter().all(|q| n(&q["xdp_tx"]) > 0),
+        "both queues forward: {p}"
+    );
+    // Counters are read one after another while traffic flows: the
+    // queues' sum and the port's total are close, not equal.
+    assert!(sum > 0 && n(&p["rx_packets"]) > 0);
+    let txq = p["queues"]["tx"].as_array().unwrap();
+    assert_eq!(txq.len(), workers);
+
+    let e = d.cli(&["stats", "-e", "--count", "1", "-i", "0.2"]);
+    assert!(e.ok(), "{}", e.stderr);
+    println!("{}", e.stdout);
+    for want in ["rx q0", "rx q1", "tx q0", "drops:"] {
+        assert!(e.stdout.contains(want), "{want:?} in:\n{}", e.stdout);
+    }
+}
+
 #[test]
 fn thousand_replacements_lose_no_packet() {
     // Probe: how fast this build forwards and how fast the CLI swaps.

@@ -32,12 +32,14 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
 use sluice_bpf::Program;
-use sluice_drivers::{Frame, Port, PortError, PortInfo, DEFAULT_BURST, MAX_BURST};
+use sluice_drivers::{
+    Direction, Frame, Port, PortError, PortInfo, QueueStatsSnapshot, DEFAULT_BURST, MAX_BURST,
+};
 
 pub use capture::{CaptureTap, Captured};
 pub use host::{HostConfig, HostStack};
 pub use slot::{ProgramSlot, Quiescence, StaleVersion, Version};
-pub use stats::{PortCounters, PortSnapshot};
+pub use stats::{PortCounters, PortSnapshot, QueueCounters, QueueSnapshot};
 
 /// Where a program is attached on a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -98,8 +100,8 @@ pub enum DataplaneError {
 
 /// A port and its hooks, as the workers see it.
 pub(crate) struct PortEntry {
-    /// Held so the port outlives every queue the workers opened on it.
-    #[allow(dead_code)]
+    /// Held so the port outlives every queue the workers opened on it;
+    /// asked for its drivers' per-queue counters.
     pub port: Arc<dyn Port>,
     pub info: PortInfo,
     pub ingress: ProgramSlot,
@@ -112,9 +114,35 @@ pub(crate) struct PortEntry {
     pub capture: ArcSwapOption<CaptureTap>,
 }
 
+/// An RX queue, the worker that polls it, and its counters.
+pub(crate) struct RxQueueEntry {
+    pub place: QueuePlace,
+    pub counters: stats::QueueCounters,
+}
+
+/// Which worker, on which core, serves a queue. RX queues are spread
+/// round-robin over the workers; TX queue *w* of every port belongs to
+/// worker *w*.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueuePlace {
+    /// Port index.
+    pub port: usize,
+    /// Queue index on the port.
+    pub queue: u16,
+    /// The worker.
+    pub worker: usize,
+    /// The core the worker is pinned to (`None`: the process's allowed set
+    /// could not be read, so the worker is not pinned).
+    pub core: Option<usize>,
+}
+
 /// State shared by the workers and the control side.
 pub(crate) struct Shared {
     pub ports: Vec<PortEntry>,
+    /// Every RX queue, in port then queue order.
+    pub rx_queues: Vec<RxQueueEntry>,
+    /// The core of each worker.
+    pub cores: Vec<Option<usize>>,
     pub stats: Vec<Vec<PortCounters>>,
     pub quiescence: Quiescence,
     pub stop: AtomicBool,
@@ -259,15 +287,26 @@ impl Builder {
         // Queues: RX queues round-robin over workers; each worker gets TX
         // queue `w` of every port.
         let mut rx: Vec<Vec<worker::RxAssignment>> = (0..workers).map(|_| Vec::new()).collect();
-        let mut next = 0;
+        let mut rx_queues = Vec::new();
         for (p, port) in self.ports.iter().enumerate() {
             for q in 0..infos[p].rx_queues {
-                rx[next % workers].push(worker::RxAssignment {
+                let slot = rx_queues.len();
+                let worker = slot % workers;
+                rx[worker].push(worker::RxAssignment {
                     port: p,
                     queue: q,
+                    slot,
                     q: port.open_rx(q)?,
                 });
-                next += 1;
+                rx_queues.push(RxQueueEntry {
+                    place: QueuePlace {
+                        port: p,
+                        queue: q,
+                        worker,
+                        core: cores[worker],
+                    },
+                    counters: stats::QueueCounters::default(),
+                });
             }
         }
         let mut tx = Vec::with_capacity(workers);
@@ -311,6 +350,8 @@ impl Builder {
                 .map(|_| (0..ports.len()).map(|_| PortCounters::default()).collect())
                 .collect(),
             ports,
+            rx_queues,
+            cores: cores.clone(),
             quiescence: Quiescence::new(workers),
             stop: AtomicBool::new(false),
             host_stack: self.host_stack,
@@ -411,7 +452,36 @@ impl HostPorts {
     }
 }
 
-/// Counters of one port: per worker, summed, and per driver queue.
+/// One RX queue's counters: the dataplane's (packets, bytes, verdicts)
+/// and, when the driver reports them, the driver's (drops by reason before
+/// the packets reached the dataplane).
+#[derive(Debug, Clone)]
+pub struct RxQueueStats {
+    /// Where it runs.
+    pub place: QueuePlace,
+    /// The dataplane's counters.
+    pub counters: QueueSnapshot,
+    /// The driver's counters for this queue, when it reports them.
+    pub driver: Option<QueueStatsSnapshot>,
+}
+
+/// One TX queue's counters: the dataplane's (sent, and drops after the
+/// verdict) and the driver's when it reports them.
+#[derive(Debug, Clone)]
+pub struct TxQueueStats {
+    /// Where it runs (TX queue *w* belongs to worker *w*).
+    pub place: QueuePlace,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Frames dropped because the ring stayed full.
+    pub tx_full: u64,
+    /// The driver's counters for this queue, when it reports them.
+    pub driver: Option<QueueStatsSnapshot>,
+}
+
+/// Counters of one port: per worker, summed, and per queue.
 #[derive(Debug, Clone)]
 pub struct PortStats {
     /// The port.
@@ -420,6 +490,10 @@ pub struct PortStats {
     pub total: PortSnapshot,
     /// Per worker.
     pub per_worker: Vec<PortSnapshot>,
+    /// Per RX queue, in queue order.
+    pub rx_queues: Vec<RxQueueStats>,
+    /// The TX queues the workers use (queue *w* for worker *w*).
+    pub tx_queues: Vec<TxQueueStats>,
     /// Ingress program version (0: none).
     pub ingress_version: u64,
     /// Egress program version (0: none).
@@ -453,6 +527,18 @@ impl Dataplane {
     /// Workers running.
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// Where every RX queue runs: its worker and core, in port then queue
+    /// order.
+    pub fn rx_queues(&self) -> Vec<QueuePlace> {
+        self.shared.rx_queues.iter().map(|q| q.place).collect()
+    }
+
+    /// The core each worker is pinned to, by worker index (TX queue *w* of
+    /// every port runs there).
+    pub fn worker_cores(&self) -> Vec<Option<usize>> {
+        self.shared.cores.clone()
     }
 
     /// The ports, in order.
@@ -576,10 +662,46 @@ impl Dataplane {
                 for s in &per_worker {
                     total += *s;
                 }
+                let driver = e.port.queue_stats();
+                let driver_of = |dir: Direction, q: u16| {
+                    driver
+                        .iter()
+                        .find(|r| r.direction == dir && r.queue == q)
+                        .map(|r| r.stats)
+                };
+                let rx_queues = self
+                    .shared
+                    .rx_queues
+                    .iter()
+                    .filter(|q| q.place.port == p)
+                    .map(|q| RxQueueStats {
+                        place: q.place,
+                        counters: q.counters.snapshot(),
+                        driver: driver_of(Direction::Rx, q.place.queue),
+                    })
+                    .collect();
+                let tx_queues = per_worker
+                    .iter()
+                    .enumerate()
+                    .map(|(w, c)| TxQueueStats {
+                        place: QueuePlace {
+                            port: p,
+                            queue: w as u16,
+                            worker: w,
+                            core: self.shared.cores[w],
+                        },
+                        tx_packets: c.tx_packets,
+                        tx_bytes: c.tx_bytes,
+                        tx_full: c.tx_full,
+                        driver: driver_of(Direction::Tx, w as u16),
+                    })
+                    .collect();
                 PortStats {
                     info: e.info.clone(),
                     total,
                     per_worker,
+                    rx_queues,
+                    tx_queues,
                     ingress_version: e.ingress.version(),
                     egress_version: e.egress.version(),
                 }

@@ -103,6 +103,72 @@ counters! {
     }
 }
 
+counters! {
+    /// One RX queue's counters, written once per burst by the worker that
+    /// polls the queue (each RX queue belongs to exactly one worker).
+    QueueCounters / QueueSnapshot {
+        /// Packets received.
+        rx_packets,
+        /// Bytes received.
+        rx_bytes,
+        /// Verdict XDP_DROP.
+        xdp_drop,
+        /// Verdict XDP_TX.
+        xdp_tx,
+        /// Verdict XDP_REDIRECT.
+        xdp_redirect,
+        /// Verdict XDP_PASS.
+        xdp_pass,
+        /// Verdict XDP_ABORTED, a fault or an unknown verdict.
+        xdp_aborted,
+        /// Bursts received.
+        batches,
+    }
+}
+
+/// Verdict counts of one burst, kept in registers and added to the shared
+/// counters once per burst: index with [`verdict_index`].
+pub type BurstVerdicts = [u64; 5];
+
+/// Where a verdict is counted in [`BurstVerdicts`]: drop, tx, redirect,
+/// pass, and everything else (aborted).
+#[inline]
+pub fn verdict_index(v: u64) -> usize {
+    use sluice_bpf::helpers::action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
+    match v {
+        XDP_DROP => 0,
+        XDP_TX => 1,
+        XDP_REDIRECT => 2,
+        XDP_PASS => 3,
+        _ => 4,
+    }
+}
+
+impl QueueCounters {
+    /// Counts one burst of `n` packets, `bytes` bytes, and its verdicts
+    /// (owner thread only).
+    #[inline]
+    pub fn burst(&self, n: usize, bytes: u64, v: &BurstVerdicts) {
+        let add = PortCounters::add;
+        add(&self.rx_packets, n as u64);
+        add(&self.rx_bytes, bytes);
+        add(&self.batches, 1);
+        add(&self.xdp_drop, v[0]);
+        add(&self.xdp_tx, v[1]);
+        add(&self.xdp_redirect, v[2]);
+        add(&self.xdp_pass, v[3]);
+        add(&self.xdp_aborted, v[4]);
+        add(&self.batch_hist[bucket(n)], 1);
+    }
+}
+
+fn bucket(n: usize) -> usize {
+    BATCH_BUCKETS
+        .iter()
+        .position(|&b| n <= b)
+        .unwrap_or(BATCH_BUCKETS.len() - 1)
+}
+
 impl PortCounters {
     /// Adds to a counter (owner thread only).
     #[inline]
@@ -114,11 +180,24 @@ impl PortCounters {
     #[inline]
     pub fn batch(&self, n: usize) {
         Self::add(&self.batches, 1);
-        let i = BATCH_BUCKETS
-            .iter()
-            .position(|&b| n <= b)
-            .unwrap_or(BATCH_BUCKETS.len() - 1);
-        Self::add(&self.batch_hist[i], 1);
+        Self::add(&self.batch_hist[bucket(n)], 1);
+    }
+
+    /// Adds one burst's verdict counts (owner thread only).
+    #[inline]
+    pub fn verdicts(&self, v: &BurstVerdicts) {
+        Self::add(&self.xdp_drop, v[0]);
+        Self::add(&self.xdp_tx, v[1]);
+        Self::add(&self.xdp_redirect, v[2]);
+        Self::add(&self.xdp_pass, v[3]);
+        Self::add(&self.xdp_aborted, v[4]);
+    }
+}
+
+impl QueueSnapshot {
+    /// All verdicts counted.
+    pub fn verdicts(&self) -> u64 {
+        self.xdp_drop + self.xdp_tx + self.xdp_redirect + self.xdp_pass + self.xdp_aborted
     }
 }
 

@@ -18,13 +18,15 @@ use sluice_bpf::Vm;
 use sluice_drivers::{Burst, Frame, RxQueue, TxQueue, MAX_BURST};
 
 use crate::slot::Version;
-use crate::stats::PortCounters as C;
+use crate::stats::{verdict_index, BurstVerdicts, PortCounters as C};
 use crate::{IdlePolicy, Shared};
 
 /// An RX queue a worker polls.
 pub(crate) struct RxAssignment {
     pub port: usize,
     pub queue: u16,
+    /// Index into `Shared::rx_queues` (this queue's counters).
+    pub slot: usize,
     pub q: Box<dyn RxQueue>,
 }
 
@@ -73,15 +75,7 @@ impl Worker {
                     continue;
                 }
                 moved += n;
-                process(
-                    &shared,
-                    w,
-                    &mut vm,
-                    a.port,
-                    a.queue,
-                    &mut rx_burst,
-                    &mut tx_bursts,
-                );
+                process(&shared, w, &mut vm, a, &mut rx_burst, &mut tx_bursts);
                 flush(&shared, w, &mut vm, &mut self.tx, &mut tx_bursts);
             }
             moved += drain_host_tx(&shared, w, &mut tx_bursts);
@@ -157,17 +151,21 @@ fn process(
     shared: &Shared,
     w: usize,
     vm: &mut Vm,
-    port: usize,
-    queue: u16,
+    a: &RxAssignment,
     burst: &mut Burst,
     tx: &mut [Burst],
 ) {
+    let (port, queue) = (a.port, a.queue);
     let entry = &shared.ports[port];
     let c = &shared.stats[w][port];
     let n = burst.len();
+    let bytes: u64 = burst.iter().map(|f| f.len() as u64).sum();
     c.batch(n);
     C::add(&c.rx_packets, n as u64);
-    C::add(&c.rx_bytes, burst.iter().map(|f| f.len() as u64).sum());
+    C::add(&c.rx_bytes, bytes);
+    // Verdicts are counted here and added to the shared counters (the
+    // worker's and the queue's) once per burst.
+    let mut verdicts: BurstVerdicts = [0; 5];
     let program = entry.ingress.load();
     let tap = entry.capture.load();
     let started = program.as_ref().map(|_| Instant::now());
@@ -184,30 +182,26 @@ fn process(
                 t.record(frame.data(), verdict, w, queue);
             }
         }
+        verdicts[verdict_index(verdict)] += 1;
         match verdict {
-            XDP_DROP => C::add(&c.xdp_drop, 1),
-            XDP_TX => {
-                C::add(&c.xdp_tx, 1);
-                queue_tx(&mut tx[port], frame, c);
-            }
-            XDP_REDIRECT => {
-                C::add(&c.xdp_redirect, 1);
-                match target.and_then(|ifx| shared.port_by_ifindex(ifx)) {
-                    Some(dst) => queue_tx(&mut tx[dst], frame, c),
-                    None => C::add(&c.redirect_invalid, 1),
-                }
-            }
+            XDP_DROP => {}
+            XDP_TX => queue_tx(&mut tx[port], frame, c),
+            XDP_REDIRECT => match target.and_then(|ifx| shared.port_by_ifindex(ifx)) {
+                Some(dst) => queue_tx(&mut tx[dst], frame, c),
+                None => C::add(&c.redirect_invalid, 1),
+            },
             XDP_PASS => {
-                C::add(&c.xdp_pass, 1);
                 if !shared.host_stack {
                     C::add(&c.pass_no_stack, 1);
                 } else if entry.host_rx.push(frame).is_err() {
                     C::add(&c.pass_full, 1);
                 }
             }
-            _ => C::add(&c.xdp_aborted, 1),
+            _ => {}
         }
     });
+    c.verdicts(&verdicts);
+    shared.rx_queues[a.slot].counters.burst(n, bytes, &verdicts);
     if let Some(t) = started {
         C::add(&c.prog_runs, n as u64);
         C::add(&c.prog_ns, t.elapsed().as_nanos() as u64);

@@ -46,6 +46,15 @@ const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 // Helpers
 // ---------------------------------------------------------------------------
 
+/// (port, queue, worker) of every RX queue.
+fn dp_places(s: &Stats) -> Vec<(usize, u16, usize)> {
+    s.ports
+        .iter()
+        .flat_map(|p| p.rx_queues.iter())
+        .map(|q| (q.place.port, q.place.queue, q.place.worker))
+        .collect()
+}
+
 /// Assembles and loads an XDP program that uses no maps.
 fn xdp(src: &str) -> Arc<Program> {
     xdp_with_maps(src, Vec::new())
@@ -493,6 +502,38 @@ fn xdp_tx_sends_back_out_of_the_same_port_and_queue() {
     for (w, ws) in stats.ports[0].per_worker.iter().enumerate() {
         assert_eq!(ws.xdp_tx, u64::from(PER_QUEUE), "worker {w}");
     }
+    // Per queue: queue q went to worker q on the q-th core, and its
+    // counters hold exactly its own packets (the runt came in on queue 0).
+    let want_cores = cores(2);
+    let rxq = &stats.ports[0].rx_queues;
+    assert_eq!(rxq.len(), 2);
+    for q in rxq {
+        let i = usize::from(q.place.queue);
+        println!(
+            "xdp_tx: rx queue {i}: worker {} core {:?}: {:?}",
+            q.place.worker, q.place.core, q.counters
+        );
+        assert_eq!(q.place.worker, i);
+        assert_eq!(q.place.core, Some(want_cores[i]));
+        let runt = u64::from(i == 0);
+        assert_eq!(q.counters.rx_packets, u64::from(PER_QUEUE) + runt);
+        assert_eq!(q.counters.xdp_tx, u64::from(PER_QUEUE));
+        assert_eq!(q.counters.xdp_drop, runt);
+        assert_eq!(q.counters.verdicts(), q.counters.rx_packets);
+        assert_eq!(q.counters.rx_bytes, u64::from(PER_QUEUE) * 64 + runt * 10);
+    }
+    let txq = &stats.ports[0].tx_queues;
+    assert_eq!(txq.len(), 2);
+    for q in txq {
+        assert_eq!(q.place.core, Some(want_cores[q.place.worker]));
+        assert_eq!(
+            q.tx_packets,
+            u64::from(PER_QUEUE),
+            "tx queue {}",
+            q.place.queue
+        );
+    }
+    assert_eq!(dp_places(&stats), vec![(0, 0, 0), (0, 1, 1)]);
     check_no_leak("xdp_tx", &[(&ea, fa)]);
 }
 

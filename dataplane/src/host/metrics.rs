@@ -195,10 +195,134 @@ pub fn render(stats: &Stats, host: Option<&HostStackStats>) -> String {
             );
         }
     }
+    render_queues(&mut w, stats);
     if let Some(h) = host {
         render_host(&mut w, h);
     }
     w.out
+}
+
+/// Per-queue families: labels `port`, `queue` (the port's queues, a
+/// bounded set), `direction`, `verdict` and `reason`; the worker and core
+/// of each queue in an info gauge.
+fn render_queues(w: &mut Writer, stats: &Stats) {
+    w.family(
+        "sluice_queue_info",
+        "gauge",
+        "The worker and core serving each queue (value 1).",
+    );
+    for p in &stats.ports {
+        let name = &p.info.name;
+        let rx = p.rx_queues.iter().map(|q| ("rx", q.place));
+        let tx = p.tx_queues.iter().map(|q| ("tx", q.place));
+        for (dir, place) in rx.chain(tx) {
+            let core = place
+                .core
+                .map_or_else(|| "none".to_string(), |c| c.to_string());
+            w.sample(
+                "sluice_queue_info",
+                &[
+                    ("port", name),
+                    ("queue", &place.queue.to_string()),
+                    ("direction", dir),
+                    ("worker", &place.worker.to_string()),
+                    ("core", &core),
+                ],
+                1,
+            );
+        }
+    }
+    type RxCol = fn(&crate::RxQueueStats) -> u64;
+    for (name, help, f) in [
+        (
+            "sluice_queue_rx_packets_total",
+            "Packets received on the queue.",
+            (|q: &crate::RxQueueStats| q.counters.rx_packets) as RxCol,
+        ),
+        (
+            "sluice_queue_rx_bytes_total",
+            "Bytes received on the queue.",
+            |q| q.counters.rx_bytes,
+        ),
+    ] {
+        w.family(name, "counter", help);
+        for p in &stats.ports {
+            for q in &p.rx_queues {
+                let queue = q.place.queue.to_string();
+                w.sample(name, &[("port", &p.info.name), ("queue", &queue)], f(q));
+            }
+        }
+    }
+    type TxCol = fn(&crate::TxQueueStats) -> u64;
+    for (name, help, f) in [
+        (
+            "sluice_queue_tx_packets_total",
+            "Packets sent on the queue.",
+            (|q: &crate::TxQueueStats| q.tx_packets) as TxCol,
+        ),
+        (
+            "sluice_queue_tx_bytes_total",
+            "Bytes sent on the queue.",
+            |q| q.tx_bytes,
+        ),
+    ] {
+        w.family(name, "counter", help);
+        for p in &stats.ports {
+            for q in &p.tx_queues {
+                let queue = q.place.queue.to_string();
+                w.sample(name, &[("port", &p.info.name), ("queue", &queue)], f(q));
+            }
+        }
+    }
+    w.family(
+        "sluice_queue_verdicts_total",
+        "counter",
+        "Packets received on the queue by the ingress program's verdict.",
+    );
+    for p in &stats.ports {
+        for q in &p.rx_queues {
+            let queue = q.place.queue.to_string();
+            let c = &q.counters;
+            for (v, n) in [
+                ("drop", c.xdp_drop),
+                ("tx", c.xdp_tx),
+                ("redirect", c.xdp_redirect),
+                ("pass", c.xdp_pass),
+                ("aborted", c.xdp_aborted),
+            ] {
+                w.sample(
+                    "sluice_queue_verdicts_total",
+                    &[("port", &p.info.name), ("queue", &queue), ("verdict", v)],
+                    n,
+                );
+            }
+        }
+    }
+    w.family(
+        "sluice_queue_driver_drops_total",
+        "counter",
+        "Packets the driver or kernel dropped on the queue, by reason (drivers that report them).",
+    );
+    for p in &stats.ports {
+        let rx = p.rx_queues.iter().map(|q| ("rx", q.place.queue, q.driver));
+        let tx = p.tx_queues.iter().map(|q| ("tx", q.place.queue, q.driver));
+        for (dir, queue, driver) in rx.chain(tx) {
+            let Some(d) = driver else { continue };
+            let queue = queue.to_string();
+            for r in sluice_drivers::DropReason::ALL {
+                w.sample(
+                    "sluice_queue_driver_drops_total",
+                    &[
+                        ("port", &p.info.name),
+                        ("queue", &queue),
+                        ("direction", dir),
+                        ("reason", r.name()),
+                    ],
+                    d.dropped(r),
+                );
+            }
+        }
+    }
 }
 
 fn render_host(w: &mut Writer, h: &HostStackStats) {
@@ -326,12 +450,39 @@ mod tests {
             prog_ns: 1_500_000_000,
             ..Default::default()
         };
+        let place = crate::QueuePlace {
+            port: 0,
+            queue: 0,
+            worker: 0,
+            core: Some(1),
+        };
         let stats = Stats {
             elapsed: std::time::Duration::from_millis(1500),
             ports: vec![PortStats {
                 info,
                 total,
                 per_worker: vec![total],
+                rx_queues: vec![crate::RxQueueStats {
+                    place,
+                    counters: crate::QueueSnapshot {
+                        rx_packets: 10,
+                        xdp_drop: 6,
+                        xdp_pass: 4,
+                        ..Default::default()
+                    },
+                    driver: Some(sluice_drivers::QueueStatsSnapshot {
+                        packets: 12,
+                        bytes: 0,
+                        drops: [0, 2, 0, 0, 0, 0, 0],
+                    }),
+                }],
+                tx_queues: vec![crate::TxQueueStats {
+                    place,
+                    tx_packets: 0,
+                    tx_bytes: 0,
+                    tx_full: 0,
+                    driver: None,
+                }],
                 ingress_version: 2,
                 egress_version: 0,
             }],
@@ -374,5 +525,17 @@ mod tests {
         assert!(
             text.contains("sluice_host_drops_total{port=\"ring:a\\\"b\",reason=\"malformed\"} 0\n")
         );
+        assert!(text.contains(
+            "sluice_queue_info{port=\"ring:a\\\"b\",queue=\"0\",direction=\"rx\",worker=\"0\",core=\"1\"} 1\n"
+        ));
+        assert!(text.contains(
+            "sluice_queue_verdicts_total{port=\"ring:a\\\"b\",queue=\"0\",verdict=\"pass\"} 4\n"
+        ));
+        assert!(text.contains(
+            "sluice_queue_driver_drops_total{port=\"ring:a\\\"b\",queue=\"0\",direction=\"rx\",reason=\"no_buffer\"} 2\n"
+        ));
+        assert!(!text.contains(
+            "sluice_queue_driver_drops_total{port=\"ring:a\\\"b\",queue=\"0\",direction=\"tx\""
+        ));
     }
 }
