@@ -451,6 +451,22 @@ impl Program {
         }
     }
 
+    /// Where each slot's machine code begins in [`Program::jit_code`], plus
+    /// the end of the body, when the program has machine code: the entry
+    /// stub comes before the first offset, the fault stubs after the last
+    /// (see `jit::JitProgram::insn_offsets`). The slots are those of
+    /// [`Program::native_insns`], one-for-one with [`Program::insns`].
+    pub fn jit_insn_offsets(&self) -> Option<&[u32]> {
+        #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+        {
+            self.jit.as_deref().map(|j| j.insn_offsets())
+        }
+        #[cfg(not(all(feature = "jit", target_arch = "x86_64")))]
+        {
+            None
+        }
+    }
+
     /// Whether the program has machine code (verified, x86-64, JIT built).
     pub fn has_jit(&self) -> bool {
         #[cfg(all(feature = "jit", target_arch = "x86_64"))]

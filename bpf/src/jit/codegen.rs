@@ -171,6 +171,9 @@ pub(crate) struct Image {
     pub code: Vec<u8>,
     /// Offset of the program body (the tail-call entry).
     pub body: usize,
+    /// The final pass's `addrs`: native offset of each slot, then the end
+    /// of the body (see [`super::JitProgram::insn_offsets`]).
+    pub addrs: Vec<u32>,
 }
 
 /// Code-generation settings.
@@ -439,7 +442,7 @@ pub(crate) fn emit(
     let mut prev = None;
     let passes = set.passes.max(1);
     let mut out = None;
-    for _ in 0..passes {
+    for pass in 1..=passes {
         let mut g = Gen {
             p,
             set,
@@ -458,10 +461,17 @@ pub(crate) fn emit(
             flags: None,
         };
         let body = g.program()?;
-        prev = Some(std::mem::take(&mut g.addrs));
+        let addrs = std::mem::take(&mut g.addrs);
+        let addrs = if pass == passes {
+            addrs
+        } else {
+            prev = Some(addrs);
+            Vec::new()
+        };
         out = Some(Image {
             code: std::mem::take(&mut g.a.buf),
             body,
+            addrs,
         });
     }
     out.ok_or(JitError::TooLarge { len: 0 })

@@ -439,6 +439,9 @@ pub struct JitProgram {
     _callx: Box<[u64]>,
     maps: Box<[Arc<Map>]>,
     slots: usize,
+    /// Native offset of each slot, then the end of the body (see
+    /// [`JitProgram::insn_offsets`]).
+    offsets: Box<[u32]>,
 }
 
 impl std::fmt::Debug for JitProgram {
@@ -463,6 +466,7 @@ pub fn compile(input: &JitInput<'_>) -> Result<JitProgram, JitError> {
         _callx: callx,
         maps: input.maps.into(),
         slots: input.insns.len(),
+        offsets: image.addrs.into_boxed_slice(),
     })
 }
 
@@ -537,6 +541,25 @@ impl JitProgram {
         self.slots
     }
 
+    /// Where each eBPF slot's native code begins, as an offset into
+    /// [`JitProgram::code`]: `slots() + 1` entries, non-decreasing, the last
+    /// being the end of the body.
+    ///
+    /// The code has three parts:
+    ///
+    /// * `[0, insn_offsets()[0])`: the entry stub (prologue, the `call`
+    ///   into the body, epilogue; see "Calling convention"), empty for a
+    ///   leaf program;
+    /// * `[insn_offsets()[0], insn_offsets()[slots()])`: the body, slot by
+    ///   slot. A slot may have no code of its own: the second slot of an
+    ///   `LD_IMM64` has its first slot's offset, and the `add` of a
+    ///   `mov`/`add` pair emitted as one `lea` begins where the `lea` ends;
+    /// * `[insn_offsets()[slots()], code().len())`: the out-of-line fault
+    ///   stubs and the common fault exit, if any.
+    pub fn insn_offsets(&self) -> &[u32] {
+        &self.offsets
+    }
+
     /// The entry point, for a runtime that sets up [`JitEnv`] and the stack
     /// itself. Valid while `self` lives.
     pub fn entry(&self) -> EntryFn {
@@ -553,3 +576,63 @@ const _: () = assert!(FRAME_SIZE * MAX_FRAMES == STACK_SIZE);
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod offset_tests {
+    use super::*;
+    use crate::asm::assemble;
+
+    fn compiled(src: &str) -> JitProgram {
+        let insns = assemble(src).expect("assembles");
+        let reg = Registry::conformance();
+        compile(&JitInput::new(&insns, &reg)).expect("compiles")
+    }
+
+    fn check(j: &JitProgram) {
+        let o = j.insn_offsets();
+        assert_eq!(o.len(), j.slots() + 1);
+        assert_eq!(o[0] as usize, j.body, "slot 0 starts the body");
+        assert!(o.windows(2).all(|w| w[0] <= w[1]), "{o:?}");
+        assert!(o[j.slots()] as usize <= j.code().len());
+    }
+
+    #[test]
+    fn leaf_body_starts_at_zero() {
+        let j = compiled("mov %r0, 1\njeq %r1, 0, +1\nmov %r0, 2\nexit");
+        check(&j);
+        assert_eq!(j.insn_offsets()[0], 0, "a leaf has no entry stub");
+        // No calls, no faults: the body ends the code.
+        assert_eq!(j.insn_offsets()[4] as usize, j.code().len());
+        // `mov eax, 1` is 5 bytes.
+        assert_eq!(j.insn_offsets()[1], 5);
+    }
+
+    #[test]
+    fn non_leaf_body_follows_the_entry_stub() {
+        let j = compiled("mov %r6, %r1\nlddw %r1, 0x100000000\ncall 5\nmov %r0, %r6\nexit");
+        check(&j);
+        let o = j.insn_offsets();
+        assert!(o[0] > 0, "the entry stub comes first");
+        // The entry stub ends with the epilogue's `ret`.
+        assert_eq!(j.code()[o[0] as usize - 1], 0xc3);
+        // The second slot of the lddw has the first one's offset.
+        assert_eq!(o[1], o[2]);
+        // The helper call has a fault stub after the body.
+        assert!((o[j.slots()] as usize) < j.code().len());
+    }
+
+    #[test]
+    fn offsets_of_every_pass_count() {
+        for passes in [1, 2] {
+            let insns =
+                assemble("mov %r0, 0\njeq %r1, 0, +2\nmov %r6, 3\nadd %r0, %r6\nexit").unwrap();
+            let reg = Registry::conformance();
+            let j = compile(&JitInput::new(&insns, &reg).options(JitOptions {
+                passes,
+                ..JitOptions::default()
+            }))
+            .unwrap();
+            check(&j);
+        }
+    }
+}
