@@ -173,6 +173,11 @@ pub enum Command {
         #[serde(default)]
         snaplen: Option<usize>,
     },
+    /// Re-reads the daemon's configuration file and applies it: the
+    /// programs it names are (re)loaded and swapped in, all or nothing;
+    /// pinned maps carry over (SIGHUP does the same).
+    #[serde(rename = "config.reload")]
+    ConfigReload {},
     /// Stops the daemon (removes its socket).
     #[serde(rename = "daemon.stop")]
     DaemonStop {},

@@ -704,6 +704,40 @@ fn print_queues(port: &Value, old: &Value, secs: f64) {
     }
 }
 
+/// `sluice config reload`: what changed on each hook.
+pub fn reload(conn: &Conn) -> Result<ExitCode> {
+    one(conn, Command::ConfigReload {}, |r| {
+        println!("reloaded {}", s(&r["config"]));
+        for c in r["changed"].as_array().into_iter().flatten() {
+            println!(
+                "  {}:{}: program {} -> {} (version {})",
+                s(&c["port"]),
+                s(&c["hook"]),
+                s(&c["old_id"]),
+                s(&c["id"]),
+                s(&c["version"])
+            );
+        }
+        for c in r["unchanged"].as_array().into_iter().flatten() {
+            println!(
+                "  {}:{}: unchanged (program {})",
+                s(&c["port"]),
+                s(&c["hook"]),
+                s(&c["id"])
+            );
+        }
+        for c in r["detached"].as_array().into_iter().flatten() {
+            println!(
+                "  {}:{}: program {} detached",
+                s(&c["port"]),
+                s(&c["hook"]),
+                s(&c["id"])
+            );
+        }
+        notes(r);
+    })
+}
+
 /// `sluice capture PORT -w FILE.pcapng`.
 pub fn capture(a: CaptureArgs) -> Result<ExitCode> {
     one(

@@ -59,7 +59,7 @@ impl std::fmt::Display for ConfigError {
 }
 
 /// One `[[port]]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortConfig {
     /// The port specification, as `--port` takes it.
     pub spec: String,
@@ -70,7 +70,7 @@ pub struct PortConfig {
 }
 
 /// The daemon's whole configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DaemonConfig {
     /// Worker cores, `0-3,8` style.
     pub cores: Option<String>,
@@ -480,6 +480,37 @@ impl DaemonConfig {
                     .join("\n")
             )
         })
+    }
+}
+
+impl DaemonConfig {
+    /// The fields that differ between `self` (running) and `new` and that
+    /// only a restart applies: everything but the programs and the log
+    /// filter.
+    pub fn restart_fields(&self, new: &DaemonConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut diff = |name: &str, same: bool| {
+            if !same {
+                out.push(name.to_string());
+            }
+        };
+        diff("cores", self.cores == new.cores);
+        diff("engine", self.engine == new.engine);
+        diff("burst", self.burst == new.burst);
+        diff("api.socket", self.socket == new.socket);
+        diff("api.http_port", self.http_port == new.http_port);
+        diff("api.http_token", self.http_token == new.http_token);
+        diff("log.format", self.log_format == new.log_format);
+        diff("host.addresses", self.host_addresses == new.host_addresses);
+        diff("host.gateways", self.host_gateways == new.host_gateways);
+        diff("host.dhcp", self.host_dhcp == new.host_dhcp);
+        if self.ports.len() != new.ports.len() {
+            diff("port (the number of ports)", false);
+        }
+        for (i, (a, b)) in self.ports.iter().zip(&new.ports).enumerate() {
+            diff(&format!("port[{i}].spec"), a.spec == b.spec);
+        }
+        out
     }
 }
 

@@ -85,6 +85,9 @@ pub fn obj_section(s: &str) -> (PathBuf, Option<String>) {
 /// A loaded object.
 struct Object {
     path: String,
+    /// A hash of the file's bytes as loaded: a reload reloads an object
+    /// only when the file changed.
+    digest: u64,
     obj: LoadedObject,
     /// Loaded by `prog load` without `--attach`: kept until unloaded.
     keep: bool,
@@ -98,17 +101,30 @@ struct Prog {
     program: Arc<Program>,
 }
 
+/// Who put a program on a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// The configuration file (at start or on reload): a reload that no
+    /// longer names the hook empties it.
+    Config,
+    /// A command (`prog load --attach`, `prog replace`): a reload leaves
+    /// the hook alone unless the configuration names it.
+    Api,
+}
+
 /// What runs on a hook.
 #[derive(Clone, Copy)]
 struct Attachment {
     prog: u32,
     version: u64,
+    origin: Origin,
     /// The port's program-run counters when it was attached.
     runs0: u64,
     ns0: u64,
 }
 
 /// A pinned map.
+#[derive(Clone)]
 struct Pin {
     map: Arc<Map>,
     /// Pinned because the object declares `LIBBPF_PIN_BY_NAME`.
@@ -165,6 +181,11 @@ pub struct Daemon {
     dp: Arc<Dataplane>,
     ncpus: usize,
     names: Vec<String>,
+    /// The configuration file, and the configuration now applied.
+    config_path: PathBuf,
+    config: Mutex<DaemonConfig>,
+    /// Sets the log filter (a reload may change `log.filter`).
+    log_filter: Option<LogFilter>,
     state: Mutex<State>,
     stop: AtomicBool,
     host: Mutex<Option<HostStack>>,
@@ -255,6 +276,7 @@ impl Daemon {
         keep: bool,
     ) -> Result<(u32, Vec<String>)> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        let digest = digest(&bytes);
         let pinned: HashMap<String, Arc<Map>> = st
             .pins
             .iter()
@@ -349,6 +371,7 @@ impl Daemon {
             oid,
             Object {
                 path: path.to_string(),
+                digest,
                 obj,
                 keep,
             },
@@ -365,6 +388,7 @@ impl Daemon {
         hook: Hook,
         prog: u32,
         expect: Option<u32>,
+        origin: Origin,
     ) -> Result<u64> {
         let cur = st.hooks.get(&(port, hook)).copied();
         let cur_id = cur.map_or(0, |a| a.prog);
@@ -401,6 +425,7 @@ impl Daemon {
             Attachment {
                 prog,
                 version,
+                origin,
                 runs0: t.prog_runs,
                 ns0: t.prog_ns,
             },
@@ -558,7 +583,7 @@ impl Daemon {
                     hook.is_none(),
                 )?;
                 let version = match hook {
-                    Some((port, h)) => match self.attach(&mut st, port, h, id, None) {
+                    Some((port, h)) => match self.attach(&mut st, port, h, id, None, Origin::Api) {
                         Ok(v) => Some(v),
                         Err(e) => {
                             if let Some(o) = st.progs.get(&id).map(|p| p.obj) {
@@ -594,7 +619,7 @@ impl Daemon {
                 let old = st.hooks.get(&(port, hook)).map(|a| a.prog);
                 let (id, notes) =
                     Daemon::load(self.ncpus, &mut st, &path, section.as_deref(), false)?;
-                match self.attach(&mut st, port, hook, id, expect_id) {
+                match self.attach(&mut st, port, hook, id, expect_id, Origin::Api) {
                     Ok(version) => {
                         self.collect(&mut st);
                         Ok(json!({"id": id, "old_id": old, "version": version, "notes": notes}))
@@ -672,16 +697,9 @@ impl Daemon {
                         let Some(code) = p.program.jit_code() else {
                             bail!("program {id} has no machine code (not verified, or a build without the JIT)")
                         };
-                        // bpftool's `opcodes` form: 16 bytes a line, with offsets.
-                        let lines: Vec<String> = code
-                            .chunks(16)
-                            .enumerate()
-                            .map(|(i, c)| {
-                                let bytes: Vec<String> =
-                                    c.iter().map(|b| format!("{b:02x}")).collect();
-                                format!("{:5x}: {}", i * 16, bytes.join(" "))
-                            })
-                            .collect();
+                        // bpftool's form: x86-64 in AT&T syntax, offsets
+                        // from the start, each eBPF instruction before its code.
+                        let lines = crate::jited::listing(&p.program, false)?;
                         Ok(json!({"id": id, "name": p.name, "bytes": code.len(), "jited": lines}))
                     }
                     k => bail!("dump kind {k:?}: expected xlated or jited"),
@@ -832,6 +850,7 @@ impl Daemon {
                 }
                 self.capture(&port, &verdicts, &path, count, duration, snaplen)
             }
+            Command::ConfigReload {} => self.reload(),
             Command::DaemonStop {} => {
                 // The Unix server sets the flag once the answer is out;
                 // over HTTP the answer may be lost in the shutdown.
@@ -841,6 +860,153 @@ impl Daemon {
                 Ok(json!({}))
             }
         }
+    }
+
+    /// Re-reads the configuration file and applies it, all or nothing.
+    ///
+    /// * A file with errors is refused with every error (line and field).
+    /// * Fields only a restart applies (cores, engine, ports, API, host
+    ///   addresses, log format) must be unchanged; otherwise the reload is
+    ///   refused naming them.
+    /// * Every hook the file names runs what it names: a hook already
+    ///   running that program from an unchanged file keeps it (and its
+    ///   maps); otherwise the object is loaded (verified) and swapped in by
+    ///   compare-and-swap. Pinned maps are handed to the new objects, so
+    ///   their contents carry over. Every object is loaded before any
+    ///   swap: one that fails to load or verify refuses the reload and
+    ///   nothing changes.
+    /// * A hook the file no longer names is emptied if the configuration
+    ///   put its program there; programs attached by command stay.
+    /// * `log.filter` takes effect at once (unless `RUST_LOG` is set).
+    fn reload(&self) -> Result<Value> {
+        let path = &self.config_path;
+        let new = DaemonConfig::load(path)?;
+        let mut applied = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        let fixed = applied.restart_fields(&new);
+        if !fixed.is_empty() {
+            bail!(
+                "{}: {} changed, which only a restart applies: nothing changed",
+                path.display(),
+                fixed.join(", ")
+            );
+        }
+        let mut st = self.state();
+        // What the file wants on every hook.
+        let mut want: Vec<((usize, Hook), Option<String>)> = Vec::new();
+        for (i, pc) in new.ports.iter().enumerate() {
+            want.push((
+                (i, Hook::Ingress),
+                pc.program.clone().or(new.program.clone()),
+            ));
+            want.push(((i, Hook::Egress), pc.egress.clone()));
+        }
+        // Phase 1: load everything that changed; any failure undoes the
+        // loads (and the pin table) and refuses the reload.
+        let pins = st.pins.clone();
+        let mut loaded: Vec<((usize, Hook), u32)> = Vec::new();
+        let mut unchanged: Vec<Value> = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
+        let mut failure = None;
+        for (key, spec) in &want {
+            let Some(spec) = spec else { continue };
+            let (obj_path, section) = obj_section(spec);
+            let obj_path = obj_path.to_string_lossy().into_owned();
+            if let Some(id) = self.runs_unchanged(&st, *key, &obj_path, section.as_deref()) {
+                unchanged
+                    .push(json!({"port": self.names[key.0], "hook": hook_name(key.1), "id": id}));
+                continue;
+            }
+            match Daemon::load(self.ncpus, &mut st, &obj_path, section.as_deref(), false) {
+                Ok((id, n)) => {
+                    notes.extend(n);
+                    loaded.push((*key, id));
+                }
+                Err(e) => {
+                    failure = Some(anyhow!(
+                        "{}:{}: {e:#}: nothing changed",
+                        self.names[key.0],
+                        hook_name(key.1)
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            for (_, id) in &loaded {
+                if let Some(o) = st.progs.get(id).map(|p| p.obj) {
+                    st.objects.remove(&o);
+                    st.progs.retain(|_, p| p.obj != o);
+                }
+            }
+            st.pins = pins;
+            return Err(e);
+        }
+        // Phase 2: swap. The state lock is held, so every compare-and-swap
+        // is against the version the daemon recorded.
+        let mut changed = Vec::new();
+        for ((port, hook), id) in loaded {
+            let old = st.hooks.get(&(port, hook)).map(|a| a.prog);
+            let version = self.attach(&mut st, port, hook, id, None, Origin::Config)?;
+            changed.push(json!({"port": self.names[port], "hook": hook_name(hook),
+                                "old_id": old, "id": id, "version": version}));
+        }
+        let mut detached = Vec::new();
+        for ((port, hook), spec) in &want {
+            let cur = st.hooks.get(&(*port, *hook)).copied();
+            if let (None, Some(cur)) = (spec, cur) {
+                if cur.origin != Origin::Config {
+                    continue;
+                }
+                self.dp
+                    .replace(*port, *hook, cur.version, None, "")
+                    .map_err(|e| anyhow!("{e}"))?;
+                st.hooks.remove(&(*port, *hook));
+                *st.swaps.entry((*port, *hook)).or_default() += 1;
+                info!(port = %self.names[*port], hook = hook_name(*hook), prog = cur.prog, "program detached by reload");
+                detached.push(
+                    json!({"port": self.names[*port], "hook": hook_name(*hook), "id": cur.prog}),
+                );
+            }
+        }
+        self.collect(&mut st);
+        if new.log_filter != applied.log_filter {
+            match (&self.log_filter, std::env::var("RUST_LOG")) {
+                (_, Ok(v)) if !v.is_empty() => {
+                    notes.push("log.filter changed but RUST_LOG is set: RUST_LOG stays".into());
+                }
+                (Some(set), _) => set(new.log_filter.as_deref().unwrap_or("info"))?,
+                (None, _) => {}
+            }
+        }
+        *applied = new;
+        info!(config = %path.display(), changed = changed.len(), unchanged = unchanged.len(), detached = detached.len(), "configuration reloaded");
+        Ok(
+            json!({"config": path.display().to_string(), "changed": changed,
+                  "unchanged": unchanged, "detached": detached, "notes": notes}),
+        )
+    }
+
+    /// The program id on `key` when it is the one `path`/`section` names
+    /// and the file has not changed since it was loaded.
+    fn runs_unchanged(
+        &self,
+        st: &State,
+        key: (usize, Hook),
+        path: &str,
+        section: Option<&str>,
+    ) -> Option<u32> {
+        let a = st.hooks.get(&key)?;
+        let p = st.progs.get(&a.prog)?;
+        let o = st.objects.get(&p.obj)?;
+        if o.path != path {
+            return None;
+        }
+        let same_program = match section {
+            Some(s) => o.obj.program(s).is_some_and(|q| q.name == p.name),
+            None => o.obj.programs.first().is_some_and(|q| q.name == p.name),
+        };
+        let bytes = std::fs::read(path).ok()?;
+        (same_program && digest(&bytes) == o.digest).then_some(a.prog)
     }
 
     fn stats_json(&self) -> Value {
@@ -1013,6 +1179,14 @@ impl Daemon {
     }
 }
 
+/// A hash of an object file's bytes (change detection, not security).
+fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
 /// Decodes a hex key and checks its size.
 fn decode_sized(h: &str, size: usize, what: &str) -> Result<Vec<u8>> {
     let b =
@@ -1135,7 +1309,7 @@ fn serve_conn(d: Arc<Daemon>, s: UnixStream) {
 
 /// Installs the `tracing` subscriber: `RUST_LOG` (else `filter`, else
 /// `info`), text or JSON lines on stderr.
-pub fn init_logging(format: &str, filter: Option<&str>) -> Result<()> {
+pub fn init_logging(format: &str, filter: Option<&str>) -> Result<LogFilter> {
     use tracing_subscriber::EnvFilter;
     let f = match std::env::var("RUST_LOG") {
         Ok(s) if !s.is_empty() => EnvFilter::try_new(s),
@@ -1145,12 +1319,50 @@ pub fn init_logging(format: &str, filter: Option<&str>) -> Result<()> {
     let b = tracing_subscriber::fmt()
         .with_env_filter(f)
         .with_writer(std::io::stderr);
-    let r = match format {
-        "json" => b.json().try_init(),
-        "text" => b.with_ansi(false).try_init(),
+    // The handle's type depends on the format: wrap each in a closure.
+    fn setter<H>(h: H) -> LogFilter
+    where
+        H: Fn(EnvFilter) -> Result<(), tracing_subscriber::reload::Error> + Send + Sync + 'static,
+    {
+        Box::new(move |s: &str| {
+            let f = EnvFilter::try_new(s).map_err(|e| anyhow!("log filter {s:?}: {e}"))?;
+            h(f).map_err(|e| anyhow!("log filter: {e}"))
+        })
+    }
+    match format {
+        "json" => {
+            let b = b.json().with_filter_reloading();
+            let h = b.reload_handle();
+            b.try_init().map_err(|e| anyhow!("logging: {e}"))?;
+            Ok(setter(move |f| h.reload(f)))
+        }
+        "text" => {
+            let b = b.with_ansi(false).with_filter_reloading();
+            let h = b.reload_handle();
+            b.try_init().map_err(|e| anyhow!("logging: {e}"))?;
+            Ok(setter(move |f| h.reload(f)))
+        }
         o => bail!("log format {o:?}: expected text or json"),
-    };
-    r.map_err(|e| anyhow!("logging: {e}"))
+    }
+}
+
+/// Sets the log filter of the running subscriber.
+pub type LogFilter = Box<dyn Fn(&str) -> Result<()> + Send + Sync>;
+
+/// The daemon's signals: SIGHUP reloads the configuration (as for most
+/// daemons) instead of ending the process; SIGINT and SIGTERM stop it.
+/// The handlers only set flags; the control loop acts on them.
+fn catch_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let (reload, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    signal_hook::flag::register(SIGHUP, reload.clone())
+        .and_then(|_| signal_hook::flag::register(SIGINT, stop.clone()))
+        .and_then(|_| signal_hook::flag::register(SIGTERM, stop.clone()))
+        .context("installing the signal handlers")?;
+    Ok((reload, stop))
 }
 
 /// `sluice daemon`.
@@ -1161,7 +1373,7 @@ pub fn run(a: DaemonArgs) -> Result<()> {
         .clone()
         .or(cfg.log_format.clone())
         .unwrap_or("text".into());
-    init_logging(&format, cfg.log_filter.as_deref())?;
+    let log_filter = init_logging(&format, cfg.log_filter.as_deref())?;
     let socket = a
         .socket
         .clone()
@@ -1234,6 +1446,7 @@ pub fn run(a: DaemonArgs) -> Result<()> {
             Attachment {
                 prog,
                 version,
+                origin: Origin::Config,
                 runs0: 0,
                 ns0: 0,
             },
@@ -1245,6 +1458,9 @@ pub fn run(a: DaemonArgs) -> Result<()> {
         dp,
         ncpus,
         names: names.clone(),
+        config_path: a.config.clone(),
+        config: Mutex::new(cfg.clone()),
+        log_filter: Some(log_filter),
         state: Mutex::new(st),
         stop: AtomicBool::new(false),
         host: Mutex::new(None),
@@ -1258,13 +1474,19 @@ pub fn run(a: DaemonArgs) -> Result<()> {
         }
         *d.host.lock().unwrap_or_else(PoisonError::into_inner) = Some(h);
     }
-    {
-        let d = d.clone();
-        let _ = ctrlc::set_handler(move || d.stop.store(true, Ordering::Relaxed));
-    }
+    let (reload, term) = catch_signals()?;
     listener.set_nonblocking(true)?;
     info!(socket = %socket.display(), ports = %names.join(", "), workers = d.dp.workers(), "sluice daemon ready");
     while !d.stop.load(Ordering::Relaxed) {
+        if term.load(Ordering::Relaxed) {
+            d.stop.store(true, Ordering::Relaxed);
+        }
+        if reload.swap(false, Ordering::Relaxed) {
+            match d.reload() {
+                Ok(r) => info!(result = %r, "SIGHUP: configuration reloaded"),
+                Err(e) => warn!(error = %format!("{e:#}"), "SIGHUP: reload refused"),
+            }
+        }
         match listener.accept() {
             Ok((s, _)) => {
                 let _ = s.set_nonblocking(false);

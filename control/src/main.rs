@@ -29,6 +29,7 @@ mod client;
 mod config;
 mod daemon;
 mod demo;
+mod jited;
 mod prog;
 mod run;
 
@@ -71,6 +72,12 @@ enum ConfigCmd {
         /// JSON output.
         #[arg(short = 'j', long)]
         json: bool,
+    },
+    /// Make the running daemon re-read its configuration file and apply
+    /// it (programs swapped in, pinned maps kept; SIGHUP does the same).
+    Reload {
+        #[command(flatten)]
+        conn: client::Conn,
     },
 }
 
@@ -164,6 +171,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Port { cmd } => client::port(cmd),
         Cmd::Stats(a) => client::stats(a),
         Cmd::Capture(a) => client::capture(a),
+        Cmd::Config {
+            cmd: ConfigCmd::Reload { conn },
+        } => client::reload(&conn),
         Cmd::Config {
             cmd: ConfigCmd::Check { file, json },
         } => Ok(if config::check(&file, json)? {

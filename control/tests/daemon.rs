@@ -86,17 +86,31 @@ struct Daemon {
     dir: PathBuf,
 }
 
+/// A daemon configuration: `extra` TOML at the top, the socket, the ports.
+fn config_text(socket: &Path, ports: &[&str], extra: &str) -> String {
+    let mut cfg = format!("{extra}\n[api]\nsocket = \"{}\"\n", socket.display());
+    for p in ports {
+        cfg.push_str(&format!("\n[[port]]\nspec = \"{p}\"\n"));
+    }
+    cfg
+}
+
 impl Daemon {
+    /// Rewrites the configuration file (for `config reload`).
+    fn rewrite_config(&self, ports: &[&str], extra: &str) {
+        std::fs::write(
+            self.dir.join("sluice.toml"),
+            config_text(&self.socket, ports, extra),
+        )
+        .unwrap();
+    }
+
     /// Starts `sluice daemon` with these `[[port]]` specs (and extra TOML).
     fn start(test: &str, ports: &[&str], extra: &str) -> Daemon {
         let dir = scratch(test);
         let socket = dir.join("sluice.sock");
-        let mut cfg = format!("{extra}\n[api]\nsocket = \"{}\"\n", socket.display());
-        for p in ports {
-            cfg.push_str(&format!("\n[[port]]\nspec = \"{p}\"\n"));
-        }
         let cfg_path = dir.join("sluice.toml");
-        std::fs::write(&cfg_path, cfg).unwrap();
+        std::fs::write(&cfg_path, config_text(&socket, ports, extra)).unwrap();
         let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
         let child = Command::new(SLUICE)
             .args(["daemon", "--config"])
@@ -286,6 +300,20 @@ fn prog_load_show_replace_detach_and_refusals() {
     assert!(dump["xlated"].as_array().unwrap().len() > 10);
     let text = d.cli(&["prog", "dump", "xlated", &id2.to_string()]);
     assert!(text.stdout.starts_with("   0: "), "{}", text.stdout);
+    // The machine code, disassembled, each eBPF instruction before its code.
+    let dump = d.ok(&["prog", "dump", "jited", &id2.to_string()]);
+    let jited: Vec<&str> = dump["jited"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(n(&dump["bytes"]) > 0);
+    assert!(jited.iter().any(|l| l.starts_with("; 0: ")), "{jited:#?}");
+    assert!(jited.iter().any(|l| l.ends_with(": ret")), "{jited:#?}");
+    assert!(jited.iter().all(|l| !l.contains("(bad)")), "{jited:#?}");
+    let text = d.cli(&["prog", "dump", "jited", &id2.to_string()]);
+    assert!(text.stdout.contains("; 0: "), "{}", text.stdout);
 
     // Detach: the hook is empty, the object is gone.
     assert_eq!(n(&d.ok(&["prog", "detach", "0:ingress"])["id"]), id2);
@@ -518,6 +546,142 @@ fn blocklist_map_update_changes_verdicts_at_once() {
     // Wrong sizes are refused with the sizes.
     let e = d.refused(&["map", "lookup", "src_rules", "key", "1", "2"]);
     assert!(e.contains("key has 2 bytes, the map takes 8"), "{e}");
+}
+
+/// `config reload` (and SIGHUP): unchanged programs keep running, changed
+/// ones are swapped in with the pinned counter carried over, a hook the
+/// file no longer names is emptied (unless a command put its program
+/// there), and every bad reload is refused with nothing changed.
+#[test]
+fn config_reload_swaps_programs_and_keeps_pinned_maps() {
+    let ports = ["null:size=64"];
+    let with = |obj: &str| format!("program = \"{obj}\"");
+    let d = Daemon::start("reload", &ports, &with(PIN_COUNT));
+    let count = || {
+        let v = d.ok(&["map", "lookup", "pkt_count", "key", "0", "0", "0", "0"]);
+        u64::from_le_bytes(
+            hex::decode(v["value"].as_str().unwrap()).unwrap()[..8]
+                .try_into()
+                .unwrap(),
+        )
+    };
+    let prog_ids = || -> Vec<(u64, String)> {
+        d.ok(&["prog", "show"])["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| !p["attached"].as_array().unwrap().is_empty())
+            .map(|p| (n(&p["id"]), p["name"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let pkt_count_id = || {
+        d.ok(&["map", "show"])["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "pkt_count")
+            .map(|m| n(&m["id"]))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let first = prog_ids();
+    assert_eq!(first.len(), 1);
+    let map_id = pkt_count_id().unwrap();
+
+    // The same file again: nothing to do.
+    let r = d.ok(&["config", "reload"]);
+    assert!(r["changed"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(n(&r["unchanged"][0]["id"]), first[0].0, "{r}");
+    assert_eq!(prog_ids(), first);
+
+    // A new object (a copy elsewhere): swapped in; the pinned counter is
+    // the very same map and keeps counting from where it was.
+    let copy = d.dir.join("pin_count_v2.o");
+    std::fs::copy(PIN_COUNT, &copy).unwrap();
+    d.rewrite_config(&ports, &with(copy.to_str().unwrap()));
+    let before = count();
+    let r = d.ok(&["config", "reload"]);
+    println!("reload: {r}");
+    let second = prog_ids();
+    assert_eq!(n(&r["changed"][0]["old_id"]), first[0].0, "{r}");
+    assert_eq!(n(&r["changed"][0]["id"]), second[0].0, "{r}");
+    assert_ne!(second[0].0, first[0].0);
+    assert_eq!(pkt_count_id(), Some(map_id), "the pinned map carried over");
+    std::thread::sleep(Duration::from_millis(100));
+    let after = count();
+    assert!(
+        after > before,
+        "the new version counts on: {before} -> {after}"
+    );
+
+    // Refusals: each names the problem; nothing changes.
+    let refused = |extra: &str, want: &str| {
+        let mut text = config_text(&d.socket, &ports, extra);
+        if extra == "syntax" {
+            text.push_str("\n[[port]\n");
+        }
+        std::fs::write(d.dir.join("sluice.toml"), text).unwrap();
+        let e = d.refused(&["config", "reload"]);
+        assert!(e.contains(want), "{want:?} in {e:?}");
+        assert_eq!(prog_ids(), second, "{e}");
+    };
+    refused(&format!("{}\ncores = \"0-99\"", with(PIN_COUNT)), "cores");
+    refused(
+        &format!("{}\nengine = \"interp\"", with(PIN_COUNT)),
+        "engine changed, which only a restart applies",
+    );
+    refused("syntax", "sluice.toml");
+    refused(&with("/nonexistent/x.o"), "does not exist");
+    let bad = d.dir.join("bad.o");
+    std::fs::write(&bad, b"\x7fELF not really").unwrap();
+    refused(&with(bad.to_str().unwrap()), "null0:ingress: loading");
+    assert_eq!(pkt_count_id(), Some(map_id), "the pin table is as it was");
+    let r1 = n(&d.port(0)["rx_packets"]);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(n(&d.port(0)["rx_packets"]) > r1, "traffic still flows");
+
+    // SIGHUP: macswap from the file; the log says so.
+    d.rewrite_config(&ports, &with(&prog("macswap")));
+    let ok = Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let start = Instant::now();
+    while prog_ids().first().map(|p| p.1.as_str()) != Some("xdp_macswap") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not reload: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        d.log().contains("SIGHUP: configuration reloaded"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        pkt_count_id(),
+        Some(map_id),
+        "still pinned after its last user left"
+    );
+
+    // The file names no program: the hook it filled is emptied...
+    d.rewrite_config(&ports, "");
+    let r = d.ok(&["config", "reload"]);
+    assert_eq!(r["detached"].as_array().unwrap().len(), 1, "{r}");
+    assert!(prog_ids().is_empty());
+    // ...but a program attached by command stays.
+    d.ok(&["prog", "load", &prog("macswap"), "--attach", "0"]);
+    let r = d.ok(&["config", "reload"]);
+    assert!(r["detached"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(prog_ids().len(), 1);
+    let text = d.cli(&["config", "reload"]);
+    assert!(
+        text.ok() && text.stdout.starts_with("reloaded "),
+        "{}",
+        text.stdout
+    );
 }
 
 #[test]
