@@ -98,6 +98,7 @@ pub struct NativeEnv {
 
 impl NativeEnv {
     /// The running program's maps (for the JIT's tail-call resolver).
+    #[cfg(all(feature = "jit", target_arch = "x86_64"))]
     pub(crate) fn maps(&self) -> Option<&[Arc<Map>]> {
         if self.maps.is_null() {
             return None;
