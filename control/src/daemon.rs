@@ -121,7 +121,23 @@ struct Attachment {
     /// The port's program-run counters when it was attached.
     runs0: u64,
     ns0: u64,
+    /// The port's verdict counters when it was attached (ingress).
+    verdicts0: [u64; 5],
 }
+
+/// A port's verdict counters, in [`VERDICTS`] order.
+fn verdicts(t: &sluice_dataplane::PortSnapshot) -> [u64; 5] {
+    [
+        t.xdp_drop,
+        t.xdp_tx,
+        t.xdp_redirect,
+        t.xdp_pass,
+        t.xdp_aborted,
+    ]
+}
+
+/// Verdict label values, in the order of [`verdicts`].
+const VERDICTS: [&str; 5] = ["drop", "tx", "redirect", "pass", "aborted"];
 
 /// A pinned map.
 #[derive(Clone)]
@@ -428,6 +444,7 @@ impl Daemon {
                 origin,
                 runs0: t.prog_runs,
                 ns0: t.prog_ns,
+                verdicts0: verdicts(&t),
             },
         );
         *st.swaps.entry((port, hook)).or_default() += 1;
@@ -1175,6 +1192,21 @@ impl Daemon {
                 }
             }
         }
+        let fam = "sluice_program_verdicts_total";
+        let _ = writeln!(
+            out,
+            "# HELP {fam} Verdicts of the program now on a port's ingress, since it was attached.\n# TYPE {fam} counter"
+        );
+        for (labels, port, hook, a) in &labelled {
+            if *hook != Hook::Ingress {
+                continue;
+            }
+            let now = verdicts(&stats.ports[*port].total);
+            for (i, v) in VERDICTS.iter().enumerate() {
+                let n = now[i].saturating_sub(a.verdicts0[i]);
+                let _ = writeln!(out, "{fam}{{{labels},verdict=\"{v}\"}} {n}");
+            }
+        }
         out
     }
 }
@@ -1449,6 +1481,7 @@ pub fn run(a: DaemonArgs) -> Result<()> {
                 origin: Origin::Config,
                 runs0: 0,
                 ns0: 0,
+                verdicts0: [0; 5],
             },
         );
         *st.swaps.entry((i, hook)).or_default() += 1;

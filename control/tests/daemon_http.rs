@@ -201,10 +201,19 @@ fn http_api_needs_the_token_for_changes() {
         "sluice_queue_driver_drops_total{",
         "sluice_program_info{",
         "sluice_program_hook_runs_total{",
+        "sluice_program_verdicts_total{",
         "sluice_host_rx_frames_total{",
     ] {
         assert!(m.contains(fam), "{fam} missing:\n{m}");
     }
+    // The HTTP requests themselves went through lpm_fw, which passed them
+    // to the host stack: its pass verdicts count them.
+    let passed: u64 = m
+        .lines()
+        .find(|l| l.starts_with("sluice_program_verdicts_total{") && l.contains("verdict=\"pass\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no pass verdicts line:\n{m}"));
+    assert!(passed > 0, "{m}");
     let (code, s) = net.curl(&[&format!("http://{ip}:9100/status")]);
     assert_eq!(code, 200);
     let s: Value = serde_json::from_str(&s).unwrap();
