@@ -56,6 +56,9 @@ impl Worker {
                 );
             }
         }
+        // Frames this worker allocates and frees stay in its own cache
+        // (given back when the worker ends).
+        let _cache = sluice_drivers::pool::ThreadCache::enable();
         let shared = self.shared.clone();
         let w = self.index;
         let mut vm = Vm::for_cpu(w as u32);

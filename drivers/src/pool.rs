@@ -5,7 +5,22 @@
 //! reference, from any thread, without a lookup or a reference count. The
 //! buffer memory itself is given back by [`HeapPool::release`] once every
 //! frame is home (a dataplane that stops, a test that ends).
+//!
+//! # Per-thread caches
+//!
+//! Like DPDK's per-lcore mempool caches: a thread that turns on a
+//! [`ThreadCache`] (a dataplane worker) keeps up to [`CACHE_SIZE`] free
+//! frames of each of a few pools to itself. `alloc` and the free of a frame
+//! on that thread then touch only the thread's own array; the shared free
+//! list is used in batches of [`CACHE_BATCH`] when the cache runs empty or
+//! full. A worker that receives into a pool and sends (or drops) what it
+//! received frees as many frames as it allocates, so in steady state it
+//! never touches the shared list. Frames freed on other threads go to the
+//! shared list directly. Frames in a cache count as in use
+//! ([`FramePool::available`], [`HeapPool::release`]) until the cache is
+//! turned off, which gives them all back.
 
+use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -36,6 +51,81 @@ pub trait FramePool: Send + Sync {
     fn available(&self) -> usize;
     /// A name for logs and statistics.
     fn name(&self) -> &str;
+}
+
+/// Free frames a thread keeps for one pool, at most.
+pub const CACHE_SIZE: usize = 512;
+/// Frames moved between a thread's cache and the shared free list at once.
+pub const CACHE_BATCH: usize = 64;
+/// Pools one thread caches at once (further pools use the shared list).
+const CACHE_POOLS: usize = 4;
+
+/// One pool's frames in one thread's cache.
+struct Local {
+    /// The pool's address; 0: entry unused.
+    pool: usize,
+    len: usize,
+    idx: [u32; CACHE_SIZE],
+}
+
+/// A thread's caches, when turned on.
+struct Caches {
+    locals: [Local; CACHE_POOLS],
+}
+
+thread_local! {
+    static CACHES: RefCell<Option<Box<Caches>>> = const { RefCell::new(None) };
+}
+
+/// Turns on this thread's frame caches while it lives; dropping it gives
+/// every cached frame back to its pool's shared free list. For threads
+/// that allocate and free frames at a high rate (a dataplane worker).
+#[must_use = "the cache is turned off when this is dropped"]
+pub struct ThreadCache(std::marker::PhantomData<*const ()>);
+
+impl ThreadCache {
+    /// Turns the calling thread's caches on (allocates them once).
+    pub fn enable() -> ThreadCache {
+        CACHES.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                *c = Some(Box::new(Caches {
+                    locals: std::array::from_fn(|_| Local {
+                        pool: 0,
+                        len: 0,
+                        idx: [0; CACHE_SIZE],
+                    }),
+                }));
+            }
+        });
+        ThreadCache(std::marker::PhantomData)
+    }
+}
+
+impl Drop for ThreadCache {
+    fn drop(&mut self) {
+        let caches = CACHES.with(|c| c.borrow_mut().take());
+        let Some(caches) = caches else { return };
+        for l in caches.locals.iter().filter(|l| l.pool != 0) {
+            // SAFETY of the cast: `pool` was taken from a `&'static
+            // HeapPool` in `with_local`, and pools are never deallocated.
+            let pool = pool_at(l.pool);
+            for &i in &l.idx[..l.len] {
+                let _ = pool.free.push(i);
+            }
+        }
+    }
+}
+
+/// The pool at an address recorded by `with_local`.
+fn pool_at(addr: usize) -> &'static HeapPool {
+    // Pools are leaked boxes (`HeapPool::new`), never freed: an address
+    // recorded from a `&'static HeapPool` stays valid.
+    #[allow(unsafe_code)]
+    // SAFETY: as above; `addr` came from a `&'static HeapPool`.
+    unsafe {
+        &*(addr as *const HeapPool)
+    }
 }
 
 /// A pool of equal-sized buffers in one heap allocation, with a lock-free
@@ -175,10 +265,80 @@ impl HeapPool {
     }
 }
 
+impl HeapPool {
+    /// Runs `f` on this thread's cache of this pool, when the thread has
+    /// caches on and one is (or can be made) this pool's; `None` otherwise.
+    #[inline]
+    fn with_local<R>(&'static self, f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+        let me = self as *const HeapPool as usize;
+        CACHES
+            .try_with(|c| {
+                let mut c = c.try_borrow_mut().ok()?;
+                let caches = c.as_mut()?;
+                let pos = caches
+                    .locals
+                    .iter()
+                    .position(|l| l.pool == me)
+                    .or_else(|| caches.locals.iter().position(|l| l.pool == 0))?;
+                let l = &mut caches.locals[pos];
+                l.pool = me;
+                Some(f(l))
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// A free index: from this thread's cache (refilled from the shared
+    /// list in a batch when empty), or from the shared list.
+    #[inline]
+    fn take(&'static self) -> Option<u32> {
+        let cached = self.with_local(|l| {
+            if l.len == 0 {
+                while l.len < CACHE_BATCH {
+                    let Some(i) = self.free.pop() else { break };
+                    l.idx[l.len] = i;
+                    l.len += 1;
+                }
+            }
+            if l.len == 0 {
+                return None;
+            }
+            l.len -= 1;
+            Some(l.idx[l.len])
+        });
+        match cached {
+            Some(got) => got,
+            None => self.free.pop(),
+        }
+    }
+
+    /// Gives an index back: to this thread's cache (spilling a batch to
+    /// the shared list when full), or to the shared list.
+    #[inline]
+    fn give(&self, i: u32) {
+        // `recycle` takes `&self`; every pool is `'static` (see `new`).
+        let me: &'static HeapPool = pool_at(self as *const HeapPool as usize);
+        let cached = me.with_local(|l| {
+            if l.len == CACHE_SIZE {
+                for _ in 0..CACHE_BATCH {
+                    l.len -= 1;
+                    let _ = me.free.push(l.idx[l.len]);
+                }
+            }
+            l.idx[l.len] = i;
+            l.len += 1;
+        });
+        if cached.is_none() {
+            // Cannot fail: at most `count` indices exist.
+            let _ = self.free.push(i);
+        }
+    }
+}
+
 impl FramePool for HeapPool {
     #[allow(unsafe_code)]
     fn alloc(&'static self) -> Option<Frame> {
-        let Some(i) = self.free.pop() else {
+        let Some(i) = self.take() else {
             self.alloc_failures.fetch_add(1, Ordering::Relaxed);
             return None;
         };
@@ -201,14 +361,15 @@ impl FramePool for HeapPool {
             );
             return;
         }
-        // Cannot fail: at most `count` indices exist.
-        let _ = self.free.push(cookie as u32);
+        self.give(cookie as u32);
     }
 
     fn frame_size(&self) -> usize {
         self.frame_size
     }
 
+    /// Frames on the shared free list (frames in threads' caches count as
+    /// in use until the caches are turned off).
     fn available(&self) -> usize {
         self.free.len()
     }
@@ -253,6 +414,55 @@ mod tests {
             Err(PoolError::InUse { out: 1, .. })
         ));
         f.free();
+        pool.release().unwrap();
+    }
+
+    /// A caching thread: never two frames on one buffer, spills and
+    /// refills in batches, frames freed on other threads go home, and
+    /// turning the cache off gives everything back.
+    #[test]
+    fn thread_cache_keeps_frames_unique_and_gives_them_back() {
+        const N: usize = 3 * CACHE_SIZE;
+        let pool = HeapPool::new("cache", N, 1024).unwrap();
+        let cache = ThreadCache::enable();
+        let mut seen = std::collections::HashSet::new();
+        let frames: Vec<Frame> = (0..N).map(|_| pool.alloc().unwrap()).collect();
+        for f in &frames {
+            assert!(
+                seen.insert(f.cookie),
+                "buffer {} handed out twice",
+                f.cookie
+            );
+        }
+        assert!(pool.alloc().is_none(), "all {N} are out");
+        assert_eq!(pool.available(), 0);
+        // Free them all here: the cache fills, then spills batches.
+        drop(frames);
+        let shared = pool.available();
+        assert!(
+            (N - CACHE_SIZE..=N - CACHE_SIZE + CACHE_BATCH).contains(&shared),
+            "{shared} on the shared list, the rest cached"
+        );
+        // Allocate again: the cached ones first, then batches from the
+        // shared list; still never a duplicate.
+        seen.clear();
+        let frames: Vec<Frame> = (0..N).map(|_| pool.alloc().unwrap()).collect();
+        for f in &frames {
+            assert!(
+                seen.insert(f.cookie),
+                "buffer {} handed out twice",
+                f.cookie
+            );
+        }
+        // Freed on another thread (no cache there): straight home.
+        std::thread::spawn(move || drop(frames)).join().unwrap();
+        assert_eq!(pool.available(), N);
+        let f = pool.alloc().unwrap();
+        drop(f);
+        assert!(pool.available() < N, "the cache refilled a batch");
+        assert!(matches!(pool.release(), Err(PoolError::InUse { .. })));
+        drop(cache);
+        assert_eq!(pool.available(), N, "turned off: every frame is home");
         pool.release().unwrap();
     }
 
