@@ -19,6 +19,7 @@
 //! and NFV programs embed.
 
 pub mod capture;
+mod clock;
 pub mod host;
 pub mod slot;
 pub mod stats;
@@ -358,6 +359,8 @@ impl Builder {
             idle: self.idle,
             engine: self.engine,
         });
+        // Measure the program-time clock's rate now, not on a stats call.
+        clock::ns_per_tick();
         tracing::info!(engine = ?self.engine, workers, "dataplane engine for verified programs");
         let mut threads = Vec::with_capacity(workers);
         for (w, ((core, rx), tx)) in cores.into_iter().zip(rx).zip(tx).enumerate() {
@@ -656,8 +659,17 @@ impl Dataplane {
             .iter()
             .enumerate()
             .map(|(p, e)| {
-                let per_worker: Vec<PortSnapshot> =
-                    self.shared.stats.iter().map(|w| w[p].snapshot()).collect();
+                let per_worker: Vec<PortSnapshot> = self
+                    .shared
+                    .stats
+                    .iter()
+                    .map(|w| {
+                        let mut s = w[p].snapshot();
+                        // The workers count program time in clock ticks.
+                        s.prog_ns = clock::to_ns(s.prog_ns);
+                        s
+                    })
+                    .collect();
                 let mut total = PortSnapshot::default();
                 for s in &per_worker {
                     total += *s;

@@ -98,7 +98,8 @@ counters! {
         batches,
         /// Program runs.
         prog_runs,
-        /// Nanoseconds spent in programs.
+        /// Nanoseconds spent in programs (in a worker's counters: ticks of
+        /// the program-time clock, converted by `Dataplane::stats`).
         prog_ns,
     }
 }
