@@ -248,6 +248,14 @@ impl Registry {
     }
 }
 
+/// Whether `h` is Sluice's own `bpf_redirect` (`helpers/xdp.rs`), whose
+/// semantics the JIT reproduces inline. A registry may put another function
+/// at number 23; that one is called as usual.
+#[cfg(all(feature = "jit", target_arch = "x86_64"))]
+pub(crate) fn is_builtin_redirect(h: &Helper) -> bool {
+    h.id == id::REDIRECT && std::ptr::fn_addr_eq(h.func, xdp::redirect as HelperFn)
+}
+
 /// Fault raised when a helper fails; kept here so the interpreter's fault
 /// type stays the single place that names run-time errors.
 pub(crate) fn helper_fault(pc: usize, helper: u32, err: HelperError) -> Fault {

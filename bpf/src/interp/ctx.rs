@@ -43,13 +43,24 @@ pub(crate) struct XdpState {
     pub end: usize,
 }
 
+/// [`RunState::redirect`] when no `bpf_redirect*` chose a port in the run
+/// (any value above `u32::MAX` would do).
+pub(crate) const NO_REDIRECT: u64 = u64::MAX;
+
 /// Per-run state that helpers read and change.
 pub struct RunState {
     pub(crate) cpu: u32,
     pub(crate) rng: u64,
     pub(crate) trace: Option<TraceSink>,
     pub(crate) xdp: Option<XdpState>,
-    pub(crate) redirect: Option<u32>,
+    /// The port `bpf_redirect*` chose (zero-extended), or [`NO_REDIRECT`].
+    /// One `u64`, written and read whole: the helpers, the JIT's inlined
+    /// `bpf_redirect` and the reset before each run all store 8 bytes, and
+    /// the runtime reads 8 bytes after the run, so the read is always
+    /// forwarded from the store (an `Option<u32>` is written as two 4-byte
+    /// halves and read as one 8-byte word: a store-forwarding stall on
+    /// every redirected packet).
+    pub(crate) redirect: u64,
     pub(crate) inner: [Option<Arc<Map>>; INNER_SLOTS],
     /// Whether `inner` holds anything (so a run that used none skips the
     /// release).
@@ -60,6 +71,12 @@ pub struct RunState {
 }
 
 impl RunState {
+    /// The port the last run's `bpf_redirect*` chose.
+    #[inline]
+    pub(crate) fn redirect(&self) -> Option<u32> {
+        u32::try_from(self.redirect).ok()
+    }
+
     /// Drops the inner maps a run held.
     pub(crate) fn release_inner(&mut self) {
         self.inner = Default::default();
@@ -72,7 +89,7 @@ impl RunState {
             rng,
             trace,
             xdp: None,
-            redirect: None,
+            redirect: NO_REDIRECT,
             inner: Default::default(),
             inner_used: false,
             tail_calls: 0,
@@ -209,7 +226,7 @@ impl CallCtx<'_, '_> {
 
     /// Records the port a `bpf_redirect`/`bpf_redirect_map` chose.
     pub fn set_redirect(&mut self, ifindex: u32) {
-        self.state.redirect = Some(ifindex);
+        self.state.redirect = u64::from(ifindex);
     }
 
     /// The map behind a map pointer the program passed as argument `arg`.

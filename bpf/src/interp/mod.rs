@@ -359,7 +359,7 @@ impl Vm {
         reg[2] = r2;
         reg[10] = self.stack.0.as_mut_ptr() as u64 + STACK_SIZE as u64;
         let st = &mut self.state;
-        st.redirect = None;
+        st.redirect = ctx::NO_REDIRECT;
         st.tail_calls = 0;
         st.used = 0;
         // SAFETY: `native_for` checked that the program was verified (only
@@ -395,19 +395,6 @@ impl Vm {
             (frame.buf.len() as u64) < (1 << 32) - PACKET_VBASE,
             "XdpFrame buffer too large"
         );
-        let v = |off: usize| (PACKET_VBASE + off as u64) as u32;
-        let mut ctx = [0u32; xdp_md::SIZE / 4];
-        ctx[xdp_md::DATA / 4] = v(frame.data);
-        ctx[xdp_md::DATA_END / 4] = v(frame.end);
-        ctx[xdp_md::DATA_META / 4] = v(frame.meta);
-        ctx[xdp_md::INGRESS_IFINDEX / 4] = frame.ingress_ifindex;
-        ctx[xdp_md::RX_QUEUE_INDEX / 4] = frame.rx_queue_index;
-        ctx[xdp_md::EGRESS_IFINDEX / 4] = frame.egress_ifindex;
-        let mut ctx_bytes = [0u8; xdp_md::SIZE];
-        for (dst, src) in ctx_bytes.chunks_exact_mut(4).zip(ctx) {
-            dst.copy_from_slice(&src.to_le_bytes());
-        }
-        let buf_len = frame.buf.len();
         #[cfg(all(feature = "jit", target_arch = "x86_64"))]
         if self.engine == Engine::Jit && !self.checked {
             if let Some(code) = &prog.jit {
@@ -418,6 +405,7 @@ impl Vm {
                 return jvm.run_frame(code, frame);
             }
         }
+        let buf_len = frame.buf.len();
         if self.native_for(prog) {
             let base = frame.buf.as_mut_ptr() as u64;
             let mut native = NativeXdpMd {
@@ -442,8 +430,20 @@ impl Vm {
             if let Some(x) = self.state.xdp.take() {
                 (frame.meta, frame.data, frame.end) = (x.meta, x.data, x.end);
             }
-            frame.redirect = self.state.redirect;
+            frame.redirect = self.state.redirect();
             return r;
+        }
+        let v = |off: usize| (PACKET_VBASE + off as u64) as u32;
+        let mut ctx = [0u32; xdp_md::SIZE / 4];
+        ctx[xdp_md::DATA / 4] = v(frame.data);
+        ctx[xdp_md::DATA_END / 4] = v(frame.end);
+        ctx[xdp_md::DATA_META / 4] = v(frame.meta);
+        ctx[xdp_md::INGRESS_IFINDEX / 4] = frame.ingress_ifindex;
+        ctx[xdp_md::RX_QUEUE_INDEX / 4] = frame.rx_queue_index;
+        ctx[xdp_md::EGRESS_IFINDEX / 4] = frame.egress_ifindex;
+        let mut ctx_bytes = [0u8; xdp_md::SIZE];
+        for (dst, src) in ctx_bytes.chunks_exact_mut(4).zip(ctx) {
+            dst.copy_from_slice(&src.to_le_bytes());
         }
         let whole = Region::new(PACKET_VBASE, frame.buf, true);
         self.dynamic[REGION_PACKET] = whole.sub(frame.meta, frame.end - frame.meta);
@@ -459,7 +459,7 @@ impl Vm {
         if let Some(x) = self.state.xdp.take() {
             (frame.meta, frame.data, frame.end) = (x.meta, x.data, x.end);
         }
-        frame.redirect = self.state.redirect;
+        frame.redirect = self.state.redirect();
         r
     }
 
@@ -470,7 +470,7 @@ impl Vm {
         reg[2] = r2;
         reg[10] = STACK_VBASE + STACK_SIZE as u64;
         let st = &mut self.state;
-        st.redirect = None;
+        st.redirect = ctx::NO_REDIRECT;
         st.tail_calls = 0;
         st.used = 0;
         let regions = Regions {

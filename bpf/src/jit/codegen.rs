@@ -10,7 +10,7 @@ use super::x86::{
     RCX, RDI, RDX, RSI, RSP,
 };
 use super::{layout, ArrayLayout, JitError, Resolved};
-use crate::helpers::{id as helper_id, Helper, Registry};
+use crate::helpers::{action, id as helper_id, is_builtin_redirect, Helper, Registry};
 use crate::interp::{FRAME_SIZE, MAX_FRAMES};
 use crate::isa::{
     self, AluOp, AtomicOp, ByteOrder, CallTarget, Insn, Instruction, JmpOp, LdImm64, Size, Source,
@@ -55,13 +55,13 @@ pub(crate) struct Prepared {
 
 /// What a program's entry sets up: only what its body uses.
 ///
-/// A *leaf* program (no calls of any kind, no r6-r10, no per-CPU lookup)
-/// needs nothing: the entry is the body and `exit` returns straight to the
-/// caller. Otherwise the entry saves the callee-saved registers the body
-/// uses, sets r10 and r12 if used, records `RSP_MAIN` if anything can fault
-/// or nest, and calls the body. A program that tail-calls gets the full
-/// frame (all six registers saved, r10, r12, `RSP_MAIN`), because the
-/// target's body runs in it.
+/// A *leaf* program (no calls of any kind, no r6-r10, no per-CPU lookup,
+/// no inlined `bpf_redirect`) needs nothing: the entry is the body and
+/// `exit` returns straight to the caller. Otherwise the entry saves the
+/// callee-saved registers the body uses, sets r10 and r12 if used, records
+/// `RSP_MAIN` if anything can fault or nest, and calls the body. A program
+/// that tail-calls gets the full frame (all six registers saved, r10, r12,
+/// `RSP_MAIN`), because the target's body runs in it.
 #[derive(Clone, Debug, Default)]
 struct Frame {
     saves: Vec<Reg>,
@@ -101,17 +101,17 @@ fn frame(
     imm64: &[Option<Resolved>],
 ) -> Frame {
     let mut regs = 0u16;
-    let (mut helper, mut local, mut tail) = (false, false, false);
+    let (mut helper, mut local, mut tail, mut redirect) = (false, false, false, false);
     for (pc, ins) in insns {
         regs |= named(ins);
         match ins {
-            Instruction::Call(CallTarget::Helper(_)) => {
-                if helpers[*pc].is_some_and(|h| h.id == helper_id::TAIL_CALL) {
-                    tail = true;
-                } else {
-                    helper = true;
-                }
-            }
+            Instruction::Call(CallTarget::Helper(_)) => match helpers[*pc] {
+                Some(h) if h.id == helper_id::TAIL_CALL => tail = true,
+                // Inlined: needs the environment (for the run state), but
+                // calls nothing and cannot fault.
+                Some(h) if is_builtin_redirect(&h) => redirect = true,
+                _ => helper = true,
+            },
             Instruction::Callx { .. } => helper = true,
             Instruction::Call(CallTarget::Local(_)) => local = true,
             _ => {}
@@ -132,7 +132,7 @@ fn frame(
         };
     }
     let rsp_main = helper || local;
-    let env = rsp_main || percpu;
+    let env = rsp_main || percpu || redirect;
     let rbp = regs & (1 << 10) != 0 || local;
     let mut saves = Vec::new();
     for (cond, r) in [
@@ -889,6 +889,8 @@ impl Gen<'_> {
                     self.tail_call();
                 } else if let (helper_id::MAP_LOOKUP_ELEM, Some(arr)) = (h.id, self.known[1]) {
                     self.inline_array_lookup(arr);
+                } else if is_builtin_redirect(&h) {
+                    self.inline_redirect();
                 } else {
                     self.a.mov_r64_imm64(TMP, h.func as usize as u64);
                     self.a.store(W::Q, ENV, layout::ENV_HELPER, TMP);
@@ -1036,6 +1038,35 @@ impl Gen<'_> {
             self.a.patch32(n, null);
         }
         self.a.alu_rr(Alu::Xor, false, RAX, RAX);
+        let end = self.a.pos();
+        self.a.patch8(done, end);
+    }
+
+    /// `r0 = bpf_redirect(r1, r2)` inline, exactly as the helper
+    /// (`redirect` in `helpers/xdp.rs`): flags (r2) non-zero gives
+    /// `XDP_ABORTED` and records nothing; flags 0 stores the port (r1's low
+    /// 32 bits, zero-extended) in the run state's `redirect` as one 8-byte
+    /// word, which the runtime reads whole after the run, and gives
+    /// `XDP_REDIRECT`. r1-r5 are left as they were; r11 is scratch.
+    ///
+    /// ```text
+    ///     xor  eax, eax                   ; r0 = XDP_ABORTED
+    ///     test rsi, rsi
+    ///     jne  done
+    ///     mov  r11, [r12 + ENV_STATE]     ; the RunState
+    ///     mov  eax, edi
+    ///     mov  [r11 + STATE_REDIRECT], rax
+    ///     mov  eax, XDP_REDIRECT          ; blinded when hardening
+    /// done:
+    /// ```
+    fn inline_redirect(&mut self) {
+        self.a.alu_rr(Alu::Xor, false, RAX, RAX);
+        self.a.test_rr(true, RSI, RSI);
+        let done = self.a.jcc8(Cond::Ne, 0);
+        self.a.load(W::Q, TMP, ENV, layout::ENV_STATE);
+        self.a.mov_rr(false, RAX, RDI);
+        self.a.store(W::Q, TMP, layout::STATE_REDIRECT, RAX);
+        self.mov_imm(false, RAX, action::XDP_REDIRECT as i32);
         let end = self.a.pos();
         self.a.patch8(done, end);
     }

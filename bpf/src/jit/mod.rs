@@ -103,6 +103,12 @@
 //!   pointer was loaded in the same basic block) are inlined as Linux's
 //!   `array_map_gen_lookup`: key bound check, `base + key * elem_size`
 //!   (+ `cpu * cpu_stride` for per-CPU arrays), or NULL.
+//! * **`bpf_redirect`** (Sluice's own helper 23) is inlined: flags (r2)
+//!   non-zero gives `XDP_ABORTED`; otherwise r1's low 32 bits go to the
+//!   run state's redirect slot (one 8-byte store, found through
+//!   `NativeEnv::state`) and r0 = `XDP_REDIRECT`. It needs r12 but no
+//!   `RSP_MAIN`: it calls nothing and cannot fault. `bpf_redirect_map`
+//!   stays a helper call.
 //! * **Local calls**: check the depth, push r6-r9 and r10, `r10 -= 512`,
 //!   `call`, pop.
 //! * **Tail calls** (`bpf_tail_call`, from the main frame only): r0-r5 are
@@ -146,9 +152,10 @@
 //! With [`JitOptions::harden`], every non-zero 32-bit immediate of an ALU,
 //! jump or store instruction, both halves of every `LD_IMM64`, and the
 //! immediates of inlined array lookups (map sizes come from the object
-//! file) are rebuilt at run time as `mov r10, imm ^ k; xor r10, k` with a
-//! fresh random `k` per use, as Linux's `bpf_jit_blind_constants`, so no
-//! value a program chose appears in executable memory. Not blinded, as in
+//! file) and the verdict of the inlined `bpf_redirect` are rebuilt at run
+//! time as `mov r10, imm ^ k; xor r10, k` with a fresh random `k` per use,
+//! as Linux's `bpf_jit_blind_constants`, so no value a program chose
+//! appears in executable memory. Not blinded, as in
 //! Linux: shift counts (masked to at most 6 bits), byte-swap widths, and
 //! 16-bit memory and jump offsets.
 //!

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{JitProgram, TailCallFn};
 use crate::helpers::HelperError;
-use crate::interp::ctx::RunState;
+use crate::interp::ctx::{RunState, NO_REDIRECT};
 use crate::interp::{Fault, DEFAULT_BUDGET, STACK_SIZE};
 use crate::maps::prog_array::MAX_TAIL_CALLS;
 use crate::maps::Map;
@@ -51,7 +51,7 @@ pub struct JitEnv {
 
 /// Offsets and codes shared by the code generator and the runtime.
 pub(super) mod layout {
-    use super::{native, offset_of, JitEnv, JitScratch};
+    use super::{native, offset_of, JitEnv, JitScratch, RunState};
 
     /// Offset of `JitEnv::env`: r12 = the `JitEnv` pointer + this.
     pub(in crate::jit) const ENV_IN_JITENV: i32 = offset_of!(JitEnv, env) as i32;
@@ -66,12 +66,19 @@ pub(super) mod layout {
     pub(in crate::jit) const ENV_HELPER: i32 = native::ENV_HELPER;
     /// `NativeEnv::fault` (a `u64`, non-zero after a helper failed).
     pub(in crate::jit) const ENV_FAULT: i32 = native::ENV_FAULT;
+    /// `NativeEnv::state` (a `*mut RunState`).
+    pub(in crate::jit) const ENV_STATE: i32 = offset_of!(native::NativeEnv, state) as i32;
+    /// `RunState::redirect` (a `u64`: the zero-extended port, or
+    /// `NO_REDIRECT`), which the inlined `bpf_redirect` stores.
+    pub(in crate::jit) const STATE_REDIRECT: i32 = offset_of!(RunState, redirect) as i32;
 
     // Compiled code reads these fields with these widths: a change of
     // their types in `native.rs` must fail to compile here.
     const _HELPER_IS_A_FN_POINTER: fn(&native::NativeEnv) -> Option<crate::helpers::HelperFn> =
         |e| e.helper;
     const _FAULT_IS_A_U64: fn(&native::NativeEnv) -> u64 = |e| e.fault;
+    const _STATE_IS_A_POINTER: fn(&native::NativeEnv) -> *mut RunState = |e| e.state;
+    const _REDIRECT_IS_A_U64: fn(&RunState) -> u64 = |s| s.redirect;
 
     pub(in crate::jit) const KIND_HELPER: u32 = 1;
     pub(in crate::jit) const KIND_HELPER_DYN: u32 = 2;
@@ -184,8 +191,15 @@ impl JitVm {
     /// [`crate::Vm::run_xdp`]: the frame's offsets and `redirect` reflect
     /// what the program did (including `bpf_xdp_adjust_*`).
     ///
+    /// Inlined into [`crate::Vm::run_xdp`] and its caller, so that the
+    /// frame's fields go straight from the caller's registers into the
+    /// native context and back (an out-of-line copy of two adjacent `u32`s
+    /// the caller has just stored is one 8-byte load, which the CPU cannot
+    /// forward from two 4-byte stores: a stall on every packet).
+    ///
     /// # Errors
     /// The [`Fault`] that ended the run.
+    #[inline]
     pub(crate) fn run_frame(
         &mut self,
         prog: &JitProgram,
@@ -221,13 +235,13 @@ impl JitVm {
         if let Some(x) = self.state.xdp.take() {
             (frame.meta, frame.data, frame.end) = (x.meta, x.data, x.end);
         }
-        frame.redirect = self.state.redirect;
+        frame.redirect = self.state.redirect();
         r
     }
 
     /// The port the last run's `bpf_redirect*` chose.
     pub fn redirect(&self) -> Option<u32> {
-        self.state.redirect
+        self.state.redirect()
     }
 
     /// The end of a run that tail-called, held inner maps or faulted: kept
@@ -328,7 +342,7 @@ impl JitVm {
         r2: u64,
         ctx: *mut NativeXdpMd,
     ) -> Result<u64, Fault> {
-        self.state.redirect = None;
+        self.state.redirect = NO_REDIRECT;
         // Only what changes between runs is written: the state pointer was
         // set when the VM was made (the state is boxed, it never moves), the
         // fault flag is cleared when a fault is reported.

@@ -209,3 +209,152 @@ fn programs_are_shareable_and_vms_movable_between_threads() {
     send::<JitVm>();
     send::<crate::Vm>();
 }
+
+/// `bpf_redirect(ctx->ingress_ifindex ^ 1 (+ high garbage), ctx->rx_queue_index
+/// << shift)`, keeping r6 across the call: the flags come from the frame, so
+/// one program covers both outcomes.
+const REDIRECT_SRC: &str = "mov %r6, 100\n\
+    ldxw %r2, [%r1+16]\n\
+    ldxw %r1, [%r1+12]\n\
+    xor %r1, 1\n\
+    lddw %r3, 0xabcd000000000000\n\
+    or %r1, %r3\n\
+    lsh %r2, SHIFT\n\
+    call 23\n\
+    mov %r7, %r0\n\
+    add %r7, %r6\n\
+    jne %r7, 104, +1\n\
+    mov %r0, 4\n\
+    exit";
+
+#[test]
+fn bpf_redirect_is_inlined_with_the_helpers_semantics() {
+    use crate::helpers::action::{XDP_ABORTED, XDP_REDIRECT};
+    use crate::interp::XdpFrame;
+    use crate::verifier::ProgKind;
+
+    let reg = Registry::xdp();
+    let helper = reg.get(crate::helpers::id::REDIRECT).expect("bpf_redirect");
+    // Flags in the low half, and flags only in the high half (non-zero as a
+    // u64, zero as a u32: the helper looks at all 64 bits).
+    for shift in [0, 32] {
+        let src = REDIRECT_SRC.replace("SHIFT", &shift.to_string());
+        let p = Program::load_verified(assemble(&src).unwrap(), ProgKind::Xdp, &reg, Vec::new())
+            .expect("verifies");
+        let native = p.native_insns().expect("native form").to_vec();
+        for (ifindex, queue) in [(7u32, 0u32), (6, 1), (0xffff_ffff, 0), (3, 0x8000_0000)] {
+            let want_verdict = if queue == 0 {
+                XDP_REDIRECT
+            } else {
+                XDP_ABORTED
+            };
+            let want_target = (queue == 0).then_some(ifindex ^ 1);
+            fn frame(buf: &mut [u8], ifindex: u32, queue: u32) -> XdpFrame<'_> {
+                let mut f = XdpFrame::new(buf, 64, 128);
+                f.ingress_ifindex = ifindex;
+                f.rx_queue_index = queue;
+                f
+            }
+            // The interpreter, checked and native.
+            let mut results = Vec::new();
+            for checked in [true, false] {
+                let mut vm = crate::Vm::new();
+                vm.set_checked(checked);
+                let mut buf = vec![0u8; 256];
+                let mut f = frame(&mut buf, ifindex, queue);
+                results.push((
+                    format!("interp checked={checked}"),
+                    vm.run_xdp(&p, &mut f),
+                    f.redirect,
+                ));
+            }
+            // The JIT, plain and hardened, with and without BMI2.
+            for harden in [false, true] {
+                for bmi2 in [false, true] {
+                    let j = compile(&JitInput::new(&native, &reg).options(JitOptions {
+                        harden,
+                        bmi2: Some(bmi2),
+                        passes: 2,
+                    }))
+                    .expect("compiles");
+                    // Inlined: the helper's address appears nowhere in the code.
+                    let addr = (helper.func as usize as u64).to_le_bytes();
+                    assert!(
+                        !j.code().windows(8).any(|w| w == addr),
+                        "bpf_redirect is called, not inlined (harden={harden})"
+                    );
+                    let mut vm = JitVm::new();
+                    for run in 0..2 {
+                        // A target from an earlier run must not show.
+                        let mut buf = vec![0u8; 256];
+                        let mut primer = XdpFrame::new(&mut buf, 64, 128);
+                        primer.ingress_ifindex = 50;
+                        assert_eq!(vm.run_frame(&j, &mut primer), Ok(XDP_REDIRECT));
+                        assert_eq!(primer.redirect, Some(51));
+                        let mut buf = vec![0u8; 256];
+                        let mut f = frame(&mut buf, ifindex, queue);
+                        let r = vm.run_frame(&j, &mut f);
+                        assert_eq!(vm.redirect(), f.redirect);
+                        results.push((
+                            format!("jit harden={harden} bmi2={bmi2} run={run}"),
+                            r,
+                            f.redirect,
+                        ));
+                    }
+                }
+            }
+            // The whole product path: Vm with the JIT engine.
+            let mut vm = crate::Vm::new();
+            vm.set_engine(crate::Engine::Jit);
+            let mut buf = vec![0u8; 256];
+            let mut f = frame(&mut buf, ifindex, queue);
+            results.push(("vm jit".into(), vm.run_xdp(&p, &mut f), f.redirect));
+            for (what, r, target) in results {
+                let ctx = format!("{what}, shift {shift}, ifindex {ifindex:#x}, queue {queue:#x}");
+                assert_eq!(r, Ok(want_verdict), "{ctx}");
+                assert_eq!(target, want_target, "{ctx}");
+            }
+        }
+    }
+}
+
+#[test]
+fn only_sluices_own_bpf_redirect_is_inlined() {
+    // Another function registered as helper 23 is called like any helper.
+    let mut reg = Registry::conformance();
+    let xdp = Registry::xdp();
+    let mut h = *xdp.get(crate::helpers::id::REDIRECT).unwrap();
+    h.func = |_, a| Ok(a[0] + a[1]);
+    reg.register(h);
+    assert_eq!(
+        same_with(&reg, "mov %r1, 40\nmov %r2, 2\ncall 23\nexit"),
+        42
+    );
+    // Sluice's own, in a plain-memory program (no frame): the same results
+    // as the interpreter, and r1-r5 and r6-r9 survive the inlined call (as
+    // they do in the interpreter; the verifier would refuse reading r1-r5).
+    for src in [
+        "mov %r1, 40\nmov %r2, 0\ncall 23\nexit",
+        "mov %r1, 40\nmov %r2, 2\ncall 23\nexit",
+        "mov %r1, 40\nmov %r2, 0\nmov %r6, 9\ncall 23\nlsh %r0, 8\nadd %r0, %r1\nlsh %r0, 8\nadd %r0, %r6\nexit",
+        "mov %r1, 40\nmov %r2, 3\nmov %r3, 4\nmov %r4, 5\nmov %r5, 6\ncall 23\n\
+         add %r0, %r1\nadd %r0, %r2\nadd %r0, %r3\nadd %r0, %r4\nadd %r0, %r5\nexit",
+    ] {
+        same_with(&xdp, src);
+    }
+}
+
+/// As [`same`], with a given registry.
+fn same_with(reg: &Registry, src: &str) -> u64 {
+    let insns = assemble(src).expect("assembles");
+    let p = Program::load(insns.clone(), reg).expect("loads");
+    let i = crate::Vm::new().run_mem(&p, &mut [0u8; 64]);
+    for harden in [false, true] {
+        let j = compile(&JitInput::new(&insns, reg).harden(harden)).expect("compiles");
+        // SAFETY: the program touches no memory, as the interpreter run
+        // above just checked.
+        let r = unsafe { JitVm::new().run_mem(&j, &mut [0u8; 64]) };
+        assert_eq!(i, r, "{src} (harden={harden})");
+    }
+    i.expect("runs")
+}
