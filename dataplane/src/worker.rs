@@ -173,12 +173,20 @@ fn process(
     let tap = entry.capture.load();
     let started = program.as_ref().map(|_| crate::clock::ticks());
     let ifindex = entry.info.ifindex;
-    burst.drain_front(n, |mut frame| {
+    // Two passes, as vector dataplanes do: first every frame runs the
+    // program where it lies in the burst, then every frame moves to its
+    // destination. Moving a frame right after the program wrote its
+    // bounds would load those fields while the stores are still in the
+    // store buffer (a failed store-to-load forwarding, many cycles a
+    // frame); a burst later they have long reached the cache.
+    let mut actions = [XDP_ABORTED as u8; MAX_BURST];
+    let mut targets = [NO_TARGET; MAX_BURST];
+    for (i, frame) in burst.iter_mut().enumerate() {
         // Where it came in, for the egress program of the port it leaves by.
         frame.rx_port = port as u16;
         let (verdict, target) = match &program {
             None => (XDP_PASS, None),
-            Some(v) => run_program(vm, v, &mut frame, ifindex, queue, 0, c),
+            Some(v) => run_program(vm, v, frame, ifindex, queue, 0, c),
         };
         if let Some(t) = tap.as_ref() {
             if t.wants(verdict) {
@@ -186,13 +194,29 @@ fn process(
             }
         }
         verdicts[verdict_index(verdict)] += 1;
-        match verdict {
-            XDP_DROP => {}
+        // Anything but the four actions is an abort.
+        actions[i] = if verdict <= XDP_REDIRECT {
+            verdict as u8
+        } else {
+            XDP_ABORTED as u8
+        };
+        targets[i] = target.map_or(NO_TARGET, u64::from);
+    }
+    let mut i = 0;
+    burst.drain_front(n, |frame| {
+        let (action, target) = (u64::from(actions[i]), targets[i]);
+        i += 1;
+        match action {
             XDP_TX => queue_tx(&mut tx[port], frame, c),
-            XDP_REDIRECT => match target.and_then(|ifx| shared.port_by_ifindex(ifx)) {
-                Some(dst) => queue_tx(&mut tx[dst], frame, c),
-                None => C::add(&c.redirect_invalid, 1),
-            },
+            XDP_REDIRECT => {
+                let dst = u32::try_from(target)
+                    .ok()
+                    .and_then(|ifx| shared.port_by_ifindex(ifx));
+                match dst {
+                    Some(dst) => queue_tx(&mut tx[dst], frame, c),
+                    None => C::add(&c.redirect_invalid, 1),
+                }
+            }
             XDP_PASS => {
                 if !shared.host_stack {
                     C::add(&c.pass_no_stack, 1);
@@ -200,6 +224,7 @@ fn process(
                     C::add(&c.pass_full, 1);
                 }
             }
+            // Drop and abort: the frame goes back to its pool here.
             _ => {}
         }
     });
@@ -210,6 +235,9 @@ fn process(
         C::add(&c.prog_ns, crate::clock::ticks().wrapping_sub(t));
     }
 }
+
+/// "No redirect target" in a burst's target list.
+const NO_TARGET: u64 = u64::MAX;
 
 /// Queues a frame for a port; a full burst (more than one RX burst's worth
 /// aimed at one port before a flush) drops the frame.
