@@ -425,15 +425,20 @@ mod tests {
         const N: usize = 3 * CACHE_SIZE;
         let pool = HeapPool::new("cache", N, 1024).unwrap();
         let cache = ThreadCache::enable();
-        let mut seen = std::collections::HashSet::new();
-        let frames: Vec<Frame> = (0..N).map(|_| pool.alloc().unwrap()).collect();
-        for f in &frames {
-            assert!(
-                seen.insert(f.cookie),
-                "buffer {} handed out twice",
-                f.cookie
-            );
-        }
+        // All N frames, each on its own buffer.
+        let alloc_all = || -> Vec<Frame> {
+            let frames: Vec<Frame> = (0..N).map(|_| pool.alloc().unwrap()).collect();
+            let mut seen = std::collections::HashSet::new();
+            for f in &frames {
+                assert!(
+                    seen.insert(f.cookie),
+                    "buffer {} handed out twice",
+                    f.cookie
+                );
+            }
+            frames
+        };
+        let frames = alloc_all();
         assert!(pool.alloc().is_none(), "all {N} are out");
         assert_eq!(pool.available(), 0);
         // Free them all here: the cache fills, then spills batches.
@@ -445,15 +450,7 @@ mod tests {
         );
         // Allocate again: the cached ones first, then batches from the
         // shared list; still never a duplicate.
-        seen.clear();
-        let frames: Vec<Frame> = (0..N).map(|_| pool.alloc().unwrap()).collect();
-        for f in &frames {
-            assert!(
-                seen.insert(f.cookie),
-                "buffer {} handed out twice",
-                f.cookie
-            );
-        }
+        let frames = alloc_all();
         // Freed on another thread (no cache there): straight home.
         std::thread::spawn(move || drop(frames)).join().unwrap();
         assert_eq!(pool.available(), N);
