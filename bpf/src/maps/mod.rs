@@ -35,6 +35,7 @@ pub mod devmap;
 pub mod hash;
 pub mod lpm;
 pub mod map_in_map;
+pub mod perf_event_array;
 pub mod prog_array;
 pub mod queue;
 pub mod ringbuf;
@@ -69,7 +70,7 @@ pub enum MapType {
     Array,
     /// `BPF_MAP_TYPE_PROG_ARRAY`
     ProgArray,
-    /// `BPF_MAP_TYPE_PERF_EVENT_ARRAY` (recognised, not supported)
+    /// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`
     PerfEventArray,
     /// `BPF_MAP_TYPE_PERCPU_HASH`
     PercpuHash,
@@ -370,7 +371,8 @@ impl Map {
             }
             MapType::Queue | MapType::Stack => Box::new(queue::QueueMap::new(def)?),
             MapType::RingBuf => Box::new(ringbuf::RingBuf::new(def)?),
-            MapType::PerfEventArray | MapType::Other(_) => {
+            MapType::PerfEventArray => Box::new(perf_event_array::PerfEventArray::new(def, ncpus)?),
+            MapType::Other(_) => {
                 return Err(MapError::Unsupported {
                     name: def.name.clone(),
                     ty: match def.map_type {
