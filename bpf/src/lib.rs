@@ -10,6 +10,7 @@
 //! * [`program`]: a loaded program, decoded once into the engines' form.
 //! * [`interp`]: the interpreter, with run-time checking of every memory
 //!   access against the regions a run may touch.
+//! * [`fib`]: the userspace FIB behind `bpf_fib_lookup`.
 //!
 //! Still to come (see the project's issues): the ELF loader and maps, the
 //! verifier, the x86-64 JIT.
@@ -27,6 +28,7 @@ pub mod asm;
 pub mod btf;
 pub mod disasm;
 pub mod elf;
+pub mod fib;
 pub mod helpers;
 pub mod interp;
 pub mod isa;
