@@ -57,6 +57,8 @@
 pub mod afxdp;
 mod common;
 pub mod fault;
+#[cfg(feature = "netlink")]
+pub mod netlink;
 pub mod null;
 pub mod pcap;
 pub mod pool;
