@@ -56,6 +56,8 @@
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
 mod common;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod fault;
 #[cfg(feature = "netlink")]
 pub mod netlink;
