@@ -7,12 +7,19 @@
 //! pcap:[in=FILE][,out=FILE][,loop=N|forever]     at least one of in, out
 //! afxdp:IFACE[:QUEUES][,xdp=auto|native|generic][,bind=auto|zerocopy|copy]
 //!       [,ring=N][,frames=N][,frame_size=2048|4096][,umem=shared|own]
+//! dpdk:DEVARGS[,queues=N][,rxd=N][,txd=N][,mbufs=N]
 //! ```
 //!
 //! `QUEUES` of an `afxdp` port is a count `N` (queues `0..N`) or a range
 //! `A-B`; without it the port takes every queue of the interface. `frames`
 //! is UMEM frames per queue. AF_XDP ports opened by one [`open`] call share
 //! one UMEM unless they say `umem=own` (see [`crate::afxdp`]).
+//!
+//! `DEVARGS` of a `dpdk` port are DPDK's own (`net_null0,size=64`,
+//! `net_af_packet0,iface=veth0`, a PCI address): Sluice takes out the keys
+//! it knows (`queues`, `rxd`, `txd`, `mbufs`) and passes the other items,
+//! in order, to `rte_dev_probe`; a PMD key of the same name as Sluice's is
+//! written `dev.KEY=VALUE` (see [`crate::dpdk`]).
 //!
 //! A specification is `DRIVER[:ARGS]`; `ARGS` is a comma-separated list of
 //! `KEY=VALUE` pairs, optionally led by a bare `NAME`. Values cannot hold
@@ -58,6 +65,8 @@ use std::sync::Arc;
 
 #[cfg(feature = "afxdp")]
 use crate::afxdp::{AfXdpConfig, AfXdpPort, BindMode, Queues, XdpMode};
+#[cfg(feature = "dpdk")]
+use crate::dpdk::{DpdkConfig, DpdkPort};
 use crate::null::{NullConfig, NullPort, DEFAULT_SIZE, MAX_SIZE};
 use crate::pcap::{Loops, PcapConfig, PcapPort};
 use crate::ring::RingPort;
@@ -71,11 +80,12 @@ pub const MAX_RING_SIZE: usize = 1 << 20;
 pub const DEFAULT_RING_SIZE: usize = 1024;
 
 /// The drivers this build knows, for messages.
-#[cfg(feature = "afxdp")]
-const DRIVERS: &str = "ring, null, pcap, afxdp";
-/// The drivers this build knows, for messages.
-#[cfg(not(feature = "afxdp"))]
-const DRIVERS: &str = "ring, null, pcap";
+const DRIVERS: &str = match (cfg!(feature = "afxdp"), cfg!(feature = "dpdk")) {
+    (true, true) => "ring, null, pcap, afxdp, dpdk",
+    (true, false) => "ring, null, pcap, afxdp",
+    (false, true) => "ring, null, pcap, dpdk",
+    (false, false) => "ring, null, pcap",
+};
 
 /// A parsed port specification.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +99,9 @@ pub enum PortSpec {
     /// `afxdp:IFACE[:QUEUES][,KEY=VALUE...]`.
     #[cfg(feature = "afxdp")]
     AfXdp(AfXdpConfig),
+    /// `dpdk:DEVARGS[,queues=N][,rxd=N][,txd=N][,mbufs=N]`.
+    #[cfg(feature = "dpdk")]
+    Dpdk(DpdkConfig),
 }
 
 /// A ring port (see the module docs for pairing).
@@ -298,6 +311,8 @@ impl PortSpec {
             }
             #[cfg(feature = "afxdp")]
             "afxdp" => parse_afxdp(spec, &args).map(PortSpec::AfXdp),
+            #[cfg(feature = "dpdk")]
+            "dpdk" => parse_dpdk(spec, &args).map(PortSpec::Dpdk),
             "" => Err(bad(spec, format!("no driver (known: {DRIVERS})"))),
             d => Err(bad(
                 spec,
@@ -322,8 +337,43 @@ impl PortSpec {
             }
             #[cfg(feature = "afxdp")]
             PortSpec::AfXdp(c) => c.port_name(),
+            #[cfg(feature = "dpdk")]
+            PortSpec::Dpdk(c) => c.port_name(),
         }
     }
+}
+
+/// Sluice's own keys of a `dpdk` specification; the others are DPDK's.
+#[cfg(feature = "dpdk")]
+const DPDK_KEYS: [&str; 4] = ["queues", "rxd", "txd", "mbufs"];
+
+/// Parses `dpdk:DEVARGS[,queues=N][,rxd=N][,txd=N][,mbufs=N]` (see the
+/// module docs for how the items are split between Sluice and DPDK).
+#[cfg(feature = "dpdk")]
+fn parse_dpdk(spec: &str, args: &Args<'_>) -> Result<DpdkConfig, PortError> {
+    let dev = args.positional.ok_or_else(|| {
+        bad(
+            spec,
+            "dpdk needs a device: dpdk:DEVARGS (net_null0, net_af_packet0,iface=eth0, 0000:01:00.0)",
+        )
+    })?;
+    if dev.chars().any(char::is_whitespace) {
+        return Err(bad(spec, format!("device name \"{dev}\": no spaces")));
+    }
+    let mut devargs = dev.to_string();
+    for &(k, v) in &args.pairs {
+        if DPDK_KEYS.contains(&k) {
+            continue;
+        }
+        let k = k.strip_prefix("dev.").unwrap_or(k);
+        devargs.push_str(&format!(",{k}={v}"));
+    }
+    let mut cfg = DpdkConfig::new(&devargs);
+    cfg.queues = args.num("queues", 1..=MAX_QUEUES)?.unwrap_or(1);
+    cfg.rxd = args.num("rxd", 1..=u16::MAX)?.unwrap_or(cfg.rxd);
+    cfg.txd = args.num("txd", 1..=u16::MAX)?.unwrap_or(cfg.txd);
+    cfg.mbufs = args.num("mbufs", 1024..=(1u32 << 24))?;
+    Ok(cfg)
 }
 
 /// Parses the arguments of `afxdp:IFACE[:QUEUES][,KEY=VALUE...]`.
@@ -517,6 +567,33 @@ impl fmt::Display for PortSpec {
                 }
                 Ok(())
             }
+            #[cfg(feature = "dpdk")]
+            PortSpec::Dpdk(c) => {
+                let d = DpdkConfig::new(&c.devargs);
+                for (i, item) in c.devargs.split(',').enumerate() {
+                    let clash = item
+                        .split_once('=')
+                        .is_some_and(|(k, _)| DPDK_KEYS.contains(&k) || k.starts_with("dev."));
+                    match (i, clash) {
+                        (0, _) => write!(f, "dpdk:{item}")?,
+                        (_, true) => write!(f, ",dev.{item}")?,
+                        (_, false) => write!(f, ",{item}")?,
+                    }
+                }
+                if c.queues != d.queues {
+                    write!(f, ",queues={}", c.queues)?;
+                }
+                if c.rxd != d.rxd {
+                    write!(f, ",rxd={}", c.rxd)?;
+                }
+                if c.txd != d.txd {
+                    write!(f, ",txd={}", c.txd)?;
+                }
+                if let Some(m) = c.mbufs {
+                    write!(f, ",mbufs={m}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -607,6 +684,8 @@ pub fn open(specs: &[PortSpec]) -> Result<Vec<Arc<dyn Port>>, PortError> {
             // Opened above, with the other AF_XDP ports.
             #[cfg(feature = "afxdp")]
             PortSpec::AfXdp(_) => continue,
+            #[cfg(feature = "dpdk")]
+            PortSpec::Dpdk(c) => DpdkPort::open(name, c)?,
         };
         ports[i] = Some(port);
     }
@@ -875,8 +954,8 @@ mod tests {
             assert_eq!(err(spec), want, "{spec}");
         }
         assert_eq!(
-            err("dpdk:0"),
-            format!(r#"port spec "dpdk:0": unknown driver "dpdk" (known: {DRIVERS})"#)
+            err("netmap:0"),
+            format!(r#"port spec "netmap:0": unknown driver "netmap" (known: {DRIVERS})"#)
         );
         assert_eq!(
             err(":x"),
@@ -932,6 +1011,38 @@ mod tests {
         ] {
             assert_eq!(err(spec), format!("port spec \"{spec}\": {want}"), "{spec}");
         }
+    }
+
+    #[cfg(feature = "dpdk")]
+    #[test]
+    fn dpdk_specs_split_devargs_from_sluices_keys() {
+        let c = |s: &str| match parse(s) {
+            PortSpec::Dpdk(c) => c,
+            other => panic!("{other:?}"),
+        };
+        let d = c("dpdk:net_null0,size=64,queues=2,copy=1");
+        assert_eq!(d.devargs, "net_null0,size=64,copy=1");
+        assert_eq!(d.queues, 2);
+        assert_eq!(d.device_name(), "net_null0");
+        let v = c("dpdk:net_vhost0,iface=/tmp/s,dev.queues=2,queues=2,rxd=512,mbufs=4095");
+        assert_eq!(v.devargs, "net_vhost0,iface=/tmp/s,queues=2");
+        assert_eq!(
+            (v.queues, v.rxd, v.txd, v.mbufs),
+            (2, 512, 1024, Some(4095))
+        );
+        assert_eq!(c("dpdk:01:00.0").device_name(), "0000:01:00.0");
+        assert_eq!(parse("dpdk:01:00.0").port_name(0), "dpdk:0000:01:00.0");
+        for s in [
+            "dpdk:net_null0",
+            "dpdk:net_null0,size=64,queues=2",
+            "dpdk:net_vhost0,iface=/tmp/s,dev.queues=2,queues=2,rxd=512,txd=256,mbufs=4095",
+            "dpdk:0000:01:00.0,rxq_cqe_comp_en=0",
+        ] {
+            assert_eq!(parse(s).to_string(), s);
+        }
+        assert!(err("dpdk").contains("dpdk needs a device"));
+        assert!(err("dpdk:net_null0,queues=0").contains("queues: 0 out of range"));
+        assert!(err("dpdk:net_null0,size=1,size=2").contains("size: given twice"));
     }
 
     fn open_strs(specs: &[&str]) -> Result<Vec<Arc<dyn Port>>, PortError> {

@@ -114,7 +114,7 @@ impl MbufPool {
                 "cannot create a pool of {count} mbufs ({} MiB): {}{}",
                 (u64::from(count) * (256 + u64::from(PRIV_SIZE) + u64::from(DATA_ROOM))) >> 20,
                 super::eal::errno_text(e),
-                if e == libc::ENOMEM {
+                if e == libc::ENOMEM || e == libc::ENOBUFS {
                     " (EAL's memory, -m, is used up: set SLUICE_DPDK_EAL with a larger -m, or ask for fewer mbufs=)"
                 } else {
                     ""

@@ -86,7 +86,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dpdk_sys as sys;
 
@@ -187,8 +187,15 @@ unsafe impl Send for Device {}
 // SAFETY: as above.
 unsafe impl Sync for Device {}
 
+/// Ethdev ports open in this process.
+static OWNED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
 impl Drop for Device {
     fn drop(&mut self) {
+        OWNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != self.port_id);
         // SAFETY: our port, no queue left (they hold the Arc); stopping and
         // closing frees the mbufs still in its rings into their pools.
         let rc = unsafe { sys::rte_eth_dev_stop(self.port_id) };
@@ -285,7 +292,8 @@ impl DpdkPort {
         let c_name = CString::new(dev_name.as_str()).map_err(|_| fail("NUL in the name".into()))?;
         // SAFETY: a valid C string; EAL is initialised.
         let rc = unsafe { sys::rte_dev_probe(c_devargs.as_ptr()) };
-        if rc < 0 && rc != -libc::EEXIST {
+        // A PCI device EAL probed at start-up (no --no-pci) exists already.
+        if rc < 0 && !(rc == -libc::EEXIST && is_pci(&dev_name)) {
             return Err(fail(probe_error(cfg, rc)));
         }
         let mut port_id = 0u16;
@@ -296,6 +304,15 @@ impl DpdkPort {
                 "DPDK probed \"{}\" but made no ethdev called \"{dev_name}\" (is it a network device?)",
                 cfg.devargs
             )));
+        }
+        {
+            let mut owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
+            if owned.contains(&port_id) {
+                return Err(fail(format!(
+                    "device {dev_name} is already open in this process"
+                )));
+            }
+            owned.push(port_id);
         }
         // From here on, dropping `dev` undoes the probe.
         let mut dev = Device {
@@ -495,7 +512,9 @@ fn probe_error(cfg: &DpdkConfig, rc: i32) -> String {
     let text = eal::errno_text(rc);
     let hint = if is_pci(&dev) {
         " (a PCI device needs SLUICE_DPDK_EAL without --no-pci, and the NIC bound to vfio-pci)"
-    } else if rc == -libc::ENOENT || rc == -libc::EINVAL {
+    } else if rc == -libc::EEXIST {
+        " (the device already exists: is it named twice?)"
+    } else {
         if let Some(iface) = cfg
             .devargs
             .split(',')
@@ -511,8 +530,6 @@ fn probe_error(cfg: &DpdkConfig, rc: i32) -> String {
             }
         }
         " (an unknown driver name or argument; DPDK's log above says which)"
-    } else {
-        ""
     };
     format!("DPDK cannot probe \"{}\": {text}{hint}", cfg.devargs)
 }
