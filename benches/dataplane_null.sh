@@ -8,6 +8,10 @@
 #
 #   sluice   sluice run --port null --port null --prog macswap_fwd.o
 #                       --cores FWD_CORE --duration DURATION -j
+#   sluice over DPDK's null ports (the same program, DPDK's net_null PMD
+#   under Sluice's DPDK driver instead of Sluice's own null port):
+#            sluice run --port dpdk:net_null0 --port dpdk:net_null1
+#                       --prog macswap_fwd.o --cores FWD_CORE --duration DURATION -j
 #   testpmd  dpdk-testpmd --no-huge --no-pci -m 1024 -l MAIN_CORE,FWD_CORE --main-lcore MAIN_CORE
 #                       --file-prefix sluice_bench_PID
 #                       --vdev net_null0 --vdev net_null1 -- --forward-mode=macswap
@@ -48,7 +52,7 @@
 # 64-byte template into each buffer (what net_null,copy=1 does). Set
 # TESTPMD_COPY=1 to give testpmd the same work.
 #
-# Rounds: REPEAT (1) rounds, each running the three one after another, so
+# Rounds: REPEAT (1) rounds, each running the four one after another, so
 # that on a shared machine every ratio compares runs made close in time;
 # with several rounds the medians are printed too.
 #
@@ -141,9 +145,12 @@ clang -O2 -g -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -Wall -Werror \
 sluice_cmd="$sluice run --port null --port null --prog $out/macswap_fwd.o --cores $FWD_CORE --duration $DURATION -j"
 tx_cmd="$sluice run --port null --port null --prog $root/bpf/tests/progs/macswap.o --cores $FWD_CORE --duration $DURATION -j"
 null_args="--vdev net_null0 --vdev net_null1"
+dpdk_ports="--port dpdk:net_null0 --port dpdk:net_null1"
 if [ "$TESTPMD_COPY" = 1 ]; then
 	null_args="--vdev net_null0,copy=1 --vdev net_null1,copy=1"
+	dpdk_ports="--port dpdk:net_null0,copy=1 --port dpdk:net_null1,copy=1"
 fi
+dpdk_cmd="$sluice run $dpdk_ports --prog $out/macswap_fwd.o --cores $FWD_CORE --duration $DURATION -j"
 testpmd_cmd="dpdk-testpmd --no-huge --no-pci -m 1024 -l $MAIN_CORE,$FWD_CORE --main-lcore $MAIN_CORE --file-prefix sluice_bench_$$ $null_args --log-level=lib.eal:error -- --forward-mode=macswap --nb-cores=1 --total-num-mbufs=16384 --stats-period=1"
 
 check_sluice() { # FILE: the ports must be the 1000/1001 pair, nothing lost
@@ -207,6 +214,7 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 
 echo "== sluice:  $sluice_cmd" >&2
 echo "== XDP_TX:  $tx_cmd" >&2
+echo "== on DPDK: $dpdk_cmd" >&2
 echo "== testpmd: $testpmd_cmd" >&2
 results="$out/rounds.txt"
 : > "$results"
@@ -215,23 +223,26 @@ round=1
 while [ "$round" -le "$REPEAT" ]; do
 	r="$out/round$round"
 	mkdir -p "$r"
-	echo "== round $round of $REPEAT: sluice (redirect), sluice (XDP_TX), testpmd, ${DURATION}s each on core $FWD_CORE (load average $(load))" >&2
+	echo "== round $round of $REPEAT: sluice (redirect), sluice (XDP_TX), sluice on DPDK net_null, testpmd, ${DURATION}s each on core $FWD_CORE (load average $(load))" >&2
 	if [ "$PERF" = 1 ] && [ "$round" = 1 ]; then
 		perf record --call-graph dwarf,16384 -F 2000 -o "$out/perf.data" -- $sluice_cmd > "$r/sluice.json" 2> "$out/perf.log"
 	else
 		$sluice_cmd > "$r/sluice.json"
 	fi
 	$tx_cmd > "$r/sluice_tx.json"
+	$dpdk_cmd > "$r/sluice_dpdk.json"
 	run_testpmd "$r/testpmd.log"
 	check_sluice "$r/sluice.json"
 	check_sluice "$r/sluice_tx.json"
+	check_sluice "$r/sluice_dpdk.json"
 	s=$(sluice_mpps "$r/sluice.json")
 	x=$(sluice_mpps "$r/sluice_tx.json")
 	t=$(testpmd_mpps "$r/testpmd.log")
 	ns=$(jq '[.ports[].prog_ns_per_packet] | add / length' "$r/sluice.json")
 	xns=$(jq '[.ports[].prog_ns_per_packet] | add / length' "$r/sluice_tx.json")
 	burst=$(jq '([.ports[].rx_packets] | add) / ([.ports[].batches] | add)' "$r/sluice.json")
-	echo "$round $s $x $t $ns $xns $burst $(load)" >> "$results"
+	d=$(sluice_mpps "$r/sluice_dpdk.json")
+	echo "$round $s $x $t $ns $xns $burst $(load) $d" >> "$results"
 	round=$((round + 1))
 done
 
@@ -242,6 +253,8 @@ printf '\ndataplane_null: 64-byte packets, 2 null ports, 1 forwarding core (%s),
 printf '  round  sluice Mpps  ratio   XDP_TX Mpps  ratio   testpmd%s Mpps  prog ns/pkt (redirect, XDP_TX)  burst  load\n' \
 	"$([ "$TESTPMD_COPY" = 1 ] && echo ',copy=1' || echo '')"
 awk '{ printf "  %5d  %11.3f  %5.3f  %11.3f  %5.3f  %12.3f  %11.1f %7.1f  %14.1f  %4s\n", $1, $2, $2 / $4, $3, $3 / $4, $4, $5, $6, $7, $8 }' "$results"
+printf '  round  sluice over DPDK net_null Mpps  ratio to testpmd  ratio to sluice on its own null ports\n'
+awk '{ printf "  %5d  %29.3f  %16.3f  %37.3f\n", $1, $9, $9 / $4, $9 / $2 }' "$results"
 # Medians over the rounds (of the per-round figures).
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ms=$(awk '{ print $2 }' "$results" | median)
@@ -250,6 +263,9 @@ mt=$(awk '{ print $4 }' "$results" | median)
 mr=$(awk '{ print $2 / $4 }' "$results" | median)
 mrx=$(awk '{ print $3 / $4 }' "$results" | median)
 mns=$(awk '{ print $5 }' "$results" | median)
+md=$(awk '{ print $9 }' "$results" | median)
+mrd=$(awk '{ print $9 / $4 }' "$results" | median)
 printf '  median: sluice %.3f Mpps (program %.1f ns/packet), XDP_TX %.3f Mpps, testpmd %.3f Mpps\n' "$ms" "$mns" "$mx" "$mt"
 printf '  ratio sluice/testpmd: %.3f (median of the rounds; XDP_TX variant %.3f); target with the interpreter >= 0.3\n' "$mr" "$mrx"
+printf '  sluice over DPDK net_null: %.3f Mpps, ratio to testpmd %.3f (medians)\n' "$md" "$mrd"
 printf '  raw output: %s\n' "$out"
