@@ -41,8 +41,10 @@
 //! Headroom: AF_XDP registers its UMEM with `headroom = 0`, because the
 //! kernel already places every received packet `XDP_PACKET_HEADROOM` (256)
 //! bytes into its frame, in copy and zero-copy mode alike; DPDK's
-//! `RTE_PKTMBUF_HEADROOM` is 128 by default, so Sluice creates its pools with
-//! a 256-byte headroom; netmap buffers get the packet written at an offset.
+//! `RTE_PKTMBUF_HEADROOM` is a build-time 128, so Sluice's mbuf pools have a
+//! 128-byte private area right before each buffer that frames use as the
+//! other 128 bytes (see `dpdk::mbuf`); netmap buffers get the packet
+//! written at an offset.
 //!
 //! # Ownership rules
 //!
