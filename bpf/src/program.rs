@@ -439,6 +439,12 @@ impl Program {
         }
     }
 
+    /// Whether the program calls helper `id` (Linux's number), e.g.
+    /// `bpf_fib_lookup`, for which the runtime must provide a FIB.
+    pub fn calls_helper(&self, id: u32) -> bool {
+        self.helpers.iter().any(|(h, _)| *h == id)
+    }
+
     /// The program's machine code, when it has some.
     pub fn jit_code(&self) -> Option<&[u8]> {
         #[cfg(all(feature = "jit", target_arch = "x86_64"))]

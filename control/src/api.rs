@@ -145,6 +145,22 @@ pub enum Command {
         /// Pinned name.
         map: String,
     },
+    /// Streams the samples programs write into a perf event array, like
+    /// `bpftool map event_pipe` (Unix socket only: it holds the connection,
+    /// sending one `{"event": ...}` line per sample or loss before the
+    /// answer).
+    #[serde(rename = "map.event_pipe")]
+    MapEventPipe {
+        /// Map name, or `id:N`.
+        map: String,
+        /// Stop after this many samples.
+        #[serde(default)]
+        count: Option<u64>,
+        /// Stop after this many seconds (default: until `count`, or the
+        /// client goes away).
+        #[serde(default)]
+        duration: Option<f64>,
+    },
     /// The ports.
     #[serde(rename = "port.list")]
     PortList {},
@@ -197,6 +213,7 @@ impl Command {
                 | Command::MapShow {}
                 | Command::MapDump { .. }
                 | Command::MapLookup { .. }
+                | Command::MapEventPipe { .. }
                 | Command::PortList {}
                 | Command::Stats {}
         )

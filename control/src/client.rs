@@ -137,6 +137,21 @@ pub enum MapCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// `map event_pipe NAME`: the samples programs write into a perf
+    /// event array, one line each, like bpftool's.
+    #[command(name = "event_pipe")]
+    EventPipe {
+        /// Map name or `id:N`.
+        map: String,
+        /// Stop after this many samples.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Keep a map across program replacement.
     Pin {
         /// Map name or `id:N`.
@@ -518,6 +533,19 @@ pub fn map(cmd: MapCmd) -> Result<ExitCode> {
             Ok(_) => usage_error(conn.json, anyhow!("delete takes only a key")),
             Err(e) => usage_error(conn.json, e),
         },
+        MapCmd::EventPipe {
+            map,
+            count,
+            duration,
+            conn,
+        } => event_pipe(
+            &conn,
+            Command::MapEventPipe {
+                map,
+                count,
+                duration,
+            },
+        ),
         MapCmd::Pin { map, conn } => one(&conn, Command::MapPin { map }, |r| {
             println!("pinned map {} (id {})", s(&r["name"]), s(&r["id"]));
         }),
@@ -525,6 +553,49 @@ pub fn map(cmd: MapCmd) -> Result<ExitCode> {
             println!("unpinned map {} (id {})", s(&r["name"]), s(&r["id"]));
         }),
     }
+}
+
+/// `sluice map event_pipe`: prints each `{"event": ...}` line the daemon
+/// streams (as is with `-j`; else `CPU: 0 index: 0: 0a 0b ..` and `lost N
+/// events`, as bpftool words them) until its answer.
+fn event_pipe(conn: &Conn, cmd: Command) -> Result<ExitCode> {
+    let resp = Client::connect(&conn.socket).and_then(|mut c| {
+        let line = serde_json::to_string(&Request::new(cmd))?;
+        writeln!(c.w, "{line}").context("sending to the daemon")?;
+        let stdout = std::io::stdout();
+        loop {
+            let mut line = String::new();
+            if c.r.read_line(&mut line).context("reading the daemon")? == 0 {
+                bail!("the daemon closed the connection");
+            }
+            if line.trim().is_empty() {
+                continue; // the daemon checking that we are still here
+            }
+            let v: Value = serde_json::from_str(&line).context("the daemon's line is not JSON")?;
+            if v.get("ok").is_some() {
+                break Ok(v);
+            }
+            let mut out = stdout.lock();
+            if conn.json {
+                writeln!(out, "{v}")?;
+            } else if v["event"] == "lost" {
+                writeln!(out, "lost {} events", s(&v["lost"]))?;
+            } else {
+                let data = hex::decode(v["data"].as_str().unwrap_or("")).unwrap_or_default();
+                writeln!(
+                    out,
+                    "CPU: {} index: {}: {}",
+                    s(&v["cpu"]),
+                    s(&v["index"]),
+                    api::spaced_hex(&data)
+                )?;
+            }
+            out.flush()?;
+        }
+    });
+    finish(conn.json, resp, |r| {
+        eprintln!("{} samples, {} lost", s(&r["samples"]), s(&r["lost"]));
+    })
 }
 
 /// `sluice port list`.

@@ -47,7 +47,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use sluice_bpf::maps::{flags, Map, Pinning};
+use sluice_bpf::maps::perf_event_array::PerfEventArray;
+use sluice_bpf::maps::{flags, Map, MapType, Pinning};
 use sluice_bpf::object::{LoadOptions, LoadedObject};
 use sluice_bpf::{disasm, Program};
 use sluice_dataplane::host::{http, metrics, HostConfig, HostStack, HttpConfig};
@@ -72,6 +73,10 @@ pub struct DaemonArgs {
     /// Log format: `text` or `json` (overrides `log.format`).
     #[arg(long = "log-format")]
     pub log_format: Option<String>,
+    /// Where `bpf_fib_lookup` finds routes and neighbours: `kernel` (the
+    /// kernel's tables, read at start and again on every SIGHUP) or `none`.
+    #[arg(long, default_value = "kernel")]
+    pub fib: sluice_dataplane::fib::FibSource,
 }
 
 /// Splits `OBJ[:SECTION]` (the object path ends in `.o`).
@@ -867,6 +872,11 @@ impl Daemon {
                 }
                 self.capture(&port, &verdicts, &path, count, duration, snaplen)
             }
+            Command::MapEventPipe { .. } => {
+                bail!(
+                    "map.event_pipe runs over the Unix socket only (it streams samples until done)"
+                )
+            }
             Command::ConfigReload {} => self.reload(),
             Command::DaemonStop {} => {
                 // The Unix server sets the flag once the answer is out;
@@ -1120,6 +1130,92 @@ impl Daemon {
         Ok(json!({"port": self.names[port], "path": path, "packets": n, "missed": tap.missed()}))
     }
 
+    /// `map.event_pipe`: opens every slot of a perf event array that has a
+    /// worker (the slot of worker `i` is index `i`, as libbpf's perf
+    /// buffer puts CPU `i`'s event at key `i`) and writes each sample to
+    /// `out` as one `{"event":"sample","cpu":i,"index":i,"data":HEX}` line
+    /// (Linux's raw sample, padding included), and each loss as
+    /// `{"event":"lost","cpu":i,"lost":N}`, until `count` samples, the
+    /// `duration`, the daemon's stop or the client going away (an empty
+    /// line every second finds that out). The slots close when it returns.
+    fn event_pipe(
+        &self,
+        map: &str,
+        count: Option<u64>,
+        duration: Option<f64>,
+        out: &mut impl Write,
+    ) -> Result<Value> {
+        let m = Daemon::find_map(&self.state(), map)?;
+        let name = m.def().name.clone();
+        if m.def().map_type != MapType::PerfEventArray {
+            bail!(
+                "map {name} is a {}, not a perf_event_array",
+                m.def().map_type.name()
+            );
+        }
+        let slots = (m.def().max_entries as usize).min(self.ncpus);
+        let mut readers = (0..slots as u32)
+            .map(|i| PerfEventArray::open(&m, i, EVENT_PIPE_PAGES))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("map {name}"))?;
+        info!(map = %name, slots, "event pipe opened");
+        let deadline = duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
+        let max = count.unwrap_or(u64::MAX);
+        let (mut samples, mut lost) = (0u64, 0u64);
+        let mut last_write = Instant::now();
+        let result = 'outer: loop {
+            let mut idle = true;
+            for r in &mut readers {
+                let cpu = r.index();
+                let mut failed = None;
+                let st = r.read(|data| {
+                    if samples >= max || failed.is_some() {
+                        return;
+                    }
+                    let line = json!({"event": "sample", "cpu": cpu, "index": cpu,
+                                      "data": hex::encode(data)});
+                    match writeln!(out, "{line}") {
+                        Ok(()) => samples += 1,
+                        Err(e) => failed = Some(e),
+                    }
+                });
+                if st.lost > 0 && failed.is_none() {
+                    lost += st.lost;
+                    let line = json!({"event": "lost", "cpu": cpu, "lost": st.lost});
+                    if let Err(e) = writeln!(out, "{line}") {
+                        failed = Some(e);
+                    }
+                }
+                if let Some(e) = failed {
+                    break 'outer Err(anyhow!("client gone: {e}"));
+                }
+                if st.samples > 0 || st.lost > 0 {
+                    idle = false;
+                    last_write = Instant::now();
+                }
+            }
+            if samples >= max
+                || self.stop.load(Ordering::Relaxed)
+                || deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                break Ok(());
+            }
+            if idle {
+                if last_write.elapsed() >= Duration::from_secs(1) {
+                    if let Err(e) = writeln!(out) {
+                        break Err(anyhow!("client gone: {e}"));
+                    }
+                    last_write = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        drop(readers);
+        info!(map = %name, samples, lost, "event pipe closed");
+        result?;
+        Ok(json!({"map": name, "id": m.id(), "samples": samples, "lost": lost}))
+    }
+
     /// Prometheus text: the dataplane's families (ports, queues, host
     /// stack), then the daemon's own (swaps, programs).
     fn metrics(&self, host: Option<&sluice_dataplane::host::HostStackStats>) -> String {
@@ -1313,6 +1409,9 @@ pub fn bind_socket(path: &Path) -> Result<(UnixListener, SocketGuard)> {
     ))
 }
 
+/// Pages of each ring `map.event_pipe` opens (bpftool's default too).
+const EVENT_PIPE_PAGES: usize = 16;
+
 /// Serves one connection: a request per line, a response per line.
 fn serve_conn(d: Arc<Daemon>, s: UnixStream) {
     let Ok(mut w) = s.try_clone() else { return };
@@ -1323,6 +1422,18 @@ fn serve_conn(d: Arc<Daemon>, s: UnixStream) {
         }
         let mut stop = false;
         let resp = match api::parse_request(&line) {
+            Ok(api::Request {
+                cmd:
+                    Command::MapEventPipe {
+                        map,
+                        count,
+                        duration,
+                    },
+                ..
+            }) => match d.event_pipe(&map, count, duration, &mut w) {
+                Ok(v) => api::ok(v),
+                Err(e) => api::error(format!("{e:#}")),
+            },
             Ok(req) => {
                 stop = matches!(req.cmd, Command::DaemonStop {});
                 d.handle(req, false)
@@ -1429,10 +1540,17 @@ pub fn run(a: DaemonArgs) -> Result<()> {
         Some("interp") => sluice_bpf::Engine::Interp,
         _ => sluice_bpf::Engine::best(),
     };
+    // Programs may be loaded later by command, so the FIB is read up
+    // front; programs that never call bpf_fib_lookup never touch it.
+    let fib = sluice_dataplane::fib::open(a.fib).unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the kernel's FIB: bpf_fib_lookup sees an empty one");
+        None
+    });
     let mut builder = Dataplane::builder()
         .cores(cores)
         .engine(engine)
-        .burst(cfg.burst.unwrap_or(32));
+        .burst(cfg.burst.unwrap_or(32))
+        .fib(fib.clone());
     for p in &ports {
         builder = builder.port(p.clone());
     }
@@ -1515,6 +1633,12 @@ pub fn run(a: DaemonArgs) -> Result<()> {
             d.stop.store(true, Ordering::Relaxed);
         }
         if reload.swap(false, Ordering::Relaxed) {
+            if let Some(f) = &fib {
+                match sluice_dataplane::fib::refresh(f) {
+                    Ok(()) => info!("SIGHUP: FIB re-read from the kernel"),
+                    Err(e) => warn!(error = %e, "SIGHUP: FIB not re-read"),
+                }
+            }
             match d.reload() {
                 Ok(r) => info!(result = %r, "SIGHUP: configuration reloaded"),
                 Err(e) => warn!(error = %format!("{e:#}"), "SIGHUP: reload refused"),

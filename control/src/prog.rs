@@ -51,6 +51,11 @@ pub struct RunArgs {
     /// JSON output.
     #[arg(short = 'j', long)]
     pub json: bool,
+    /// Where `bpf_fib_lookup` finds routes and neighbours: `kernel` (this
+    /// network namespace's tables, read when the program calls the helper)
+    /// or `none` (an empty FIB).
+    #[arg(long, default_value = "kernel")]
+    pub fib: sluice_dataplane::fib::FibSource,
 }
 
 /// The name of an XDP verdict.
@@ -205,6 +210,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
         set_map(&obj, spec)?;
     }
     let mut vm = Vm::new();
+    if prog
+        .program
+        .calls_helper(sluice_bpf::helpers::id::FIB_LOOKUP)
+    {
+        vm.set_fib(sluice_dataplane::fib::open(a.fib).context("reading the kernel's FIB")?);
+    }
     let mut result = serde_json::Map::new();
     if let Some(input) = &a.pcap_in {
         let reader =

@@ -35,6 +35,11 @@ pub struct RunArgs {
     /// Cores to run workers on, DPDK `-l` style: `0-3,8`.
     #[arg(long)]
     pub cores: Option<String>,
+    /// Where `bpf_fib_lookup` finds routes and neighbours: `kernel` (the
+    /// kernel's tables, read over rtnetlink at start, when a loaded program
+    /// calls the helper) or `none` (an empty FIB).
+    #[arg(long, default_value = "kernel")]
+    pub fib: sluice_dataplane::fib::FibSource,
     /// Execution engine for verified programs: `jit` (the default on
     /// x86-64) or `interp`.
     #[arg(long)]
@@ -318,6 +323,15 @@ pub fn run(a: RunArgs) -> Result<()> {
     for (i, hook, spec) in &attach {
         let (prog, label) = loader.program(spec)?;
         builder = builder.program(*i, *hook, prog, &label);
+    }
+    let uses_fib = loader.objects.values().any(|o| {
+        o.programs
+            .iter()
+            .any(|p| p.program.calls_helper(sluice_bpf::helpers::id::FIB_LOOKUP))
+    });
+    if uses_fib {
+        let fib = sluice_dataplane::fib::open(a.fib).context("reading the kernel's FIB")?;
+        builder = builder.fib(fib);
     }
     let workers = builder.workers();
     // ---- host stack (issue 6): PASS traffic to smoltcp, HTTP /metrics and /status ----

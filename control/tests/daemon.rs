@@ -899,3 +899,55 @@ fn config_check_names_every_error() {
         r.stderr
     );
 }
+
+#[test]
+fn map_event_pipe_streams_perf_samples() {
+    let d = Daemon::start("event_pipe", &["null:size=64"], "");
+    d.ok(&["prog", "load", &prog("perf_output"), "--attach", "0"]);
+    // JSON: one line per sample, then the answer.
+    let r = d.cli(&["map", "event_pipe", "events", "--count", "6", "-j"]);
+    assert!(r.ok(), "{}\n{}", r.stdout, r.stderr);
+    let lines: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7, "{}", r.stdout);
+    let answer = &lines[6];
+    assert_eq!(answer["ok"], json!(true), "{answer}");
+    assert_eq!(n(&answer["samples"]), 6, "{answer}");
+    let mut big = 0;
+    for l in &lines[..6] {
+        assert_eq!(l["event"], json!("sample"), "{l}");
+        let cpu = n(&l["cpu"]);
+        assert_eq!(l["index"], l["cpu"], "{l}");
+        let data = hex::decode(l["data"].as_str().unwrap()).unwrap();
+        if data.len() == 4 {
+            // rets[5]: two bytes of the struct into slot 0, from worker 0.
+            assert_eq!((cpu, &data[..]), (0, &[0xce, 0x51, 0, 0][..]), "{l}");
+            continue;
+        }
+        big += 1;
+        // struct meta {magic, pkt_len 64, sampled 64, seq}, 64 packet
+        // bytes (IPv4 from 198.18.0.1), no padding needed (12 + 64 = 76).
+        assert_eq!(data.len(), 76, "{l}");
+        assert_eq!(data[..8], [0xce, 0x51, 0x51, 0, 64, 0, 64, 0], "{l}");
+        assert_eq!(data[12 + 12..12 + 14], [0x08, 0x00], "{l}");
+        assert_eq!(data[12 + 26..12 + 30], [198, 18, 0, 1], "{l}");
+    }
+    assert!(big >= 2, "{}", r.stdout);
+    // Text, as bpftool words it.
+    let r = d.cli(&["map", "event_pipe", "events", "--count", "2"]);
+    assert!(r.ok(), "{}\n{}", r.stdout, r.stderr);
+    let text: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(text.len(), 2, "{}", r.stdout);
+    for l in text {
+        assert!(l.starts_with("CPU: 0 index: 0: ce 51 "), "{l}");
+    }
+    assert!(r.stderr.contains("2 samples"), "{}", r.stderr);
+    // Not a perf event array; not over HTTP-only paths.
+    let e = d.refused(&["map", "event_pipe", "rets", "--count", "1"]);
+    assert!(e.contains("not a perf_event_array"), "{e}");
+    let e = d.refused(&["map", "event_pipe", "nope", "--count", "1"]);
+    assert!(e.contains("no map"), "{e}");
+}

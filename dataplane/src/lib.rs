@@ -20,6 +20,7 @@
 
 pub mod capture;
 mod clock;
+pub mod fib;
 pub mod host;
 pub mod slot;
 pub mod stats;
@@ -150,6 +151,8 @@ pub(crate) struct Shared {
     pub host_stack: bool,
     pub idle: IdlePolicy,
     pub engine: sluice_bpf::Engine,
+    /// The FIB programs' `bpf_fib_lookup` consults (none: an empty one).
+    pub fib: Option<Arc<sluice_bpf::fib::Fib>>,
 }
 
 impl Shared {
@@ -169,6 +172,7 @@ pub struct Builder {
     pass_queue: usize,
     idle: IdlePolicy,
     engine: sluice_bpf::Engine,
+    fib: Option<Arc<sluice_bpf::fib::Fib>>,
 }
 
 /// The cores this process may run on (`sched_getaffinity`).
@@ -229,6 +233,14 @@ impl Builder {
     /// interpreter elsewhere).
     pub fn engine(mut self, e: sluice_bpf::Engine) -> Builder {
         self.engine = e;
+        self
+    }
+
+    /// The FIB `bpf_fib_lookup` consults in every worker (default: none,
+    /// an empty FIB). The control side keeps the handle and
+    /// [`sluice_bpf::fib::Fib::store`]s new snapshots; see [`crate::fib`].
+    pub fn fib(mut self, fib: Option<Arc<sluice_bpf::fib::Fib>>) -> Builder {
+        self.fib = fib;
         self
     }
 
@@ -358,6 +370,7 @@ impl Builder {
             host_stack: self.host_stack,
             idle: self.idle,
             engine: self.engine,
+            fib: self.fib,
         });
         // Measure the program-time clock's rate now, not on a stats call.
         clock::ns_per_tick();
@@ -524,6 +537,7 @@ impl Dataplane {
             pass_queue: 1024,
             idle: IdlePolicy::default(),
             engine: sluice_bpf::Engine::best(),
+            fib: None,
         }
     }
 

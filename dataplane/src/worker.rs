@@ -63,6 +63,7 @@ impl Worker {
         let w = self.index;
         let mut vm = Vm::for_cpu(w as u32);
         vm.set_engine(shared.engine);
+        vm.set_fib(shared.fib.clone());
         let mut rx_burst = Burst::new(self.burst_size);
         let mut tx_bursts: Vec<Burst> = (0..shared.ports.len())
             .map(|_| Burst::new(MAX_BURST))

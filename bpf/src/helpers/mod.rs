@@ -55,6 +55,8 @@ pub mod id {
     pub const TAIL_CALL: u32 = 12;
     /// `long bpf_redirect(ifindex, flags)`
     pub const REDIRECT: u32 = 23;
+    /// `long bpf_perf_event_output(ctx, map, flags, data, size)`
+    pub const PERF_EVENT_OUTPUT: u32 = 25;
     /// `s64 bpf_csum_diff(from, from_size, to, to_size, seed)`
     pub const CSUM_DIFF: u32 = 28;
     /// `long bpf_xdp_adjust_head(ctx, delta)`
@@ -65,6 +67,8 @@ pub mod id {
     pub const XDP_ADJUST_META: u32 = 54;
     /// `long bpf_xdp_adjust_tail(ctx, delta)`
     pub const XDP_ADJUST_TAIL: u32 = 65;
+    /// `long bpf_fib_lookup(ctx, params, plen, flags)`
+    pub const FIB_LOOKUP: u32 = 69;
     /// `long bpf_map_push_elem(map, value, flags)`
     pub const MAP_PUSH_ELEM: u32 = 87;
     /// `long bpf_map_pop_elem(map, value)`
@@ -107,6 +111,9 @@ pub enum ArgType {
     /// Pointer to writable, possibly uninitialised memory, size in the next
     /// argument (`ARG_PTR_TO_UNINIT_MEM`).
     PtrToUninitMem,
+    /// Pointer to initialised memory the helper reads and writes, size in
+    /// the next argument (`ARG_PTR_TO_MEM` without `MEM_RDONLY`).
+    PtrToRwMem,
     /// A known constant size for the previous pointer, > 0
     /// (`ARG_CONST_SIZE`).
     ConstSize,

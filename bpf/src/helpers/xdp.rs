@@ -13,13 +13,16 @@ use std::time::Instant;
 use super::{action, id, ArgType, CallCtx, Helper, HelperError, Registry, RetType};
 use crate::maps::devmap::DevMap;
 use crate::maps::map_in_map::MapOfMaps;
+use crate::maps::perf_event_array::{
+    OutputError, PerfEventArray, BPF_F_CTXLEN_MASK, BPF_F_CURRENT_CPU, BPF_F_INDEX_MASK,
+};
 use crate::maps::ringbuf::RingBuf;
 use crate::maps::MapError;
 
 use ArgType::{
     Anything as Any, ConstAllocSizeOrZero, ConstMapPtr, ConstSize, ConstSizeOrZero, PtrToAllocMem,
-    PtrToCtx, PtrToMapKey, PtrToMapValue, PtrToMem, PtrToMemOrNull, PtrToUninitMapValue,
-    Unused as No,
+    PtrToCtx, PtrToMapKey, PtrToMapValue, PtrToMem, PtrToMemOrNull, PtrToRwMem,
+    PtrToUninitMapValue, Unused as No,
 };
 
 const EINVAL: i64 = -22;
@@ -217,6 +220,22 @@ fn xdp_adjust_meta(cx: &mut CallCtx<'_, '_>, a: [u64; 5]) -> Result<u64, HelperE
     Ok(neg(cx.xdp_adjust_meta(i64::from(a[1] as i32))))
 }
 
+/// `bpf_fib_lookup(ctx, params, plen, flags)`: a route and neighbour
+/// lookup in the VM's FIB (`crate::fib`), with Linux's return codes; an
+/// empty FIB when the VM has none.
+fn fib_lookup(cx: &mut CallCtx<'_, '_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    // `int plen` compared with a `size_t`, as in Linux.
+    if (a[2] as i32 as u64) < crate::fib::PARAMS_SIZE as u64 {
+        return Ok(neg(EINVAL));
+    }
+    let table = cx.fib().map(crate::fib::Fib::load);
+    let params = cx.write(2, a[1], crate::fib::PARAMS_SIZE as u64)?;
+    Ok(neg(match &table {
+        Some(t) => t.lookup(params, a[3] & 0xffff_ffff),
+        None => crate::fib::FibTable::empty_ref().lookup(params, a[3] & 0xffff_ffff),
+    }))
+}
+
 fn ringbuf_of<'c>(
     cx: &'c CallCtx<'_, '_>,
     arg: u8,
@@ -245,6 +264,40 @@ fn ringbuf_reserve(cx: &mut CallCtx<'_, '_>, a: [u64; 5]) -> Result<u64, HelperE
     Ok(match rb.reserve(a[1]) {
         Some(p) => cx.map_value_addr(a[0], p),
         None => 0,
+    })
+}
+
+/// `bpf_perf_event_output(ctx, map, flags, data, size)`, XDP flavour
+/// (Linux's `bpf_xdp_event_output`): one sample of `data` followed by the
+/// first `(flags & BPF_F_CTXLEN_MASK) >> 32` packet bytes, into the slot
+/// `flags & BPF_F_INDEX_MASK` (`BPF_F_CURRENT_CPU`: the worker's). The
+/// errors are Linux's, in Linux's order: `-EINVAL` for other flag bits,
+/// `-EFAULT` for more packet bytes than the frame has, then `-E2BIG`,
+/// `-ENOENT`, `-EOPNOTSUPP`, `-EBUSY`, `-ENOSPC` from the map.
+fn perf_event_output(cx: &mut CallCtx<'_, '_>, a: [u64; 5]) -> Result<u64, HelperError> {
+    let flags = a[2];
+    if flags & !(BPF_F_INDEX_MASK | BPF_F_CTXLEN_MASK) != 0 {
+        return Ok(neg(OutputError::BadFlags.errno()));
+    }
+    let data = cx.read(4, a[3], a[4])?;
+    let Some(packet) = cx.xdp_data((flags & BPF_F_CTXLEN_MASK) >> 32) else {
+        return Ok(neg(OutputError::PacketTooShort.errno()));
+    };
+    let map = cx.map(2, a[1])?;
+    let pea = map
+        .downcast::<PerfEventArray>()
+        .ok_or(HelperError::BadMap {
+            arg: 2,
+            value: a[1],
+        })?;
+    let cpu = cx.cpu();
+    let index = match flags & BPF_F_INDEX_MASK {
+        BPF_F_CURRENT_CPU => u64::from(cpu),
+        i => i,
+    };
+    Ok(match pea.output(cpu, index, [data, packet]) {
+        Ok(()) => 0,
+        Err(e) => neg(e.errno()),
     })
 }
 
@@ -481,6 +534,13 @@ pub(super) const XDP_HELPERS: &[Helper] = &[
         redirect,
     ),
     helper(
+        id::PERF_EVENT_OUTPUT,
+        "bpf_perf_event_output",
+        [PtrToCtx, ConstMapPtr, Any, PtrToMem, ConstSizeOrZero],
+        RetType::Integer,
+        perf_event_output,
+    ),
+    helper(
         id::CSUM_DIFF,
         "bpf_csum_diff",
         [
@@ -520,6 +580,13 @@ pub(super) const XDP_HELPERS: &[Helper] = &[
         [PtrToCtx, Any, No, No, No],
         RetType::Integer,
         xdp_adjust_tail,
+    ),
+    helper(
+        id::FIB_LOOKUP,
+        "bpf_fib_lookup",
+        [PtrToCtx, PtrToRwMem, ConstSize, Any, No],
+        RetType::Integer,
+        fib_lookup,
     ),
     helper(
         id::MAP_PUSH_ELEM,

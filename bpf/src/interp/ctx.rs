@@ -68,6 +68,8 @@ pub struct RunState {
     pub(crate) tail_calls: u32,
     pub(crate) used: u64,
     pub(crate) limit: u64,
+    /// The FIB `bpf_fib_lookup` consults (`None`: an empty one).
+    pub(crate) fib: Option<Arc<crate::fib::Fib>>,
 }
 
 impl RunState {
@@ -95,6 +97,7 @@ impl RunState {
             tail_calls: 0,
             used: 0,
             limit,
+            fib: None,
         }
     }
 }
@@ -224,6 +227,11 @@ impl CallCtx<'_, '_> {
         }
     }
 
+    /// The FIB `bpf_fib_lookup` consults, if the VM was given one.
+    pub fn fib(&self) -> Option<&crate::fib::Fib> {
+        self.state.fib.as_deref()
+    }
+
     /// Records the port a `bpf_redirect`/`bpf_redirect_map` chose.
     pub fn set_redirect(&mut self, ifindex: u32) {
         self.state.redirect = u64::from(ifindex);
@@ -314,6 +322,18 @@ impl CallCtx<'_, '_> {
         slots[slot] = Some(map);
         self.state.inner_used = true;
         MAP_HANDLE_BASE | INNER_HANDLE | slot as u64
+    }
+
+    /// The first `len` bytes of the XDP frame's packet data (for
+    /// `bpf_perf_event_output`'s `BPF_F_CTXLEN_MASK`); `None` when the run
+    /// has no frame or the packet is shorter.
+    pub fn xdp_data(&self, len: u64) -> Option<&[u8]> {
+        let x = self.state.xdp.as_ref()?;
+        let len = usize::try_from(len).ok()?;
+        if len > x.end - x.data {
+            return None;
+        }
+        x.whole.bytes(x.data, len)
     }
 
     fn xdp(&mut self) -> Option<&mut XdpState> {

@@ -158,6 +158,15 @@ impl Region {
         true
     }
 
+    /// Borrows `len` bytes at offset `off` from the region's start, if they
+    /// lie inside.
+    pub(crate) fn bytes(&self, off: usize, len: usize) -> Option<&[u8]> {
+        if !self.in_bounds(off, len) {
+            return None;
+        }
+        self.slice(self.vbase + off as u64, len as u64)
+    }
+
     /// The host address of the region's first byte.
     pub(crate) fn host_base(&self) -> *mut u8 {
         self.host

@@ -308,6 +308,17 @@ impl Vm {
         self.state.rng = seed | 1;
     }
 
+    /// The FIB `bpf_fib_lookup` consults (`None`, the default: an empty
+    /// FIB, where every lookup fails with `-ENODEV`). Programs that do not
+    /// call the helper never touch it.
+    pub fn set_fib(&mut self, fib: Option<std::sync::Arc<crate::fib::Fib>>) {
+        #[cfg(all(feature = "jit", target_arch = "x86_64"))]
+        if let Some(j) = &mut self.jit {
+            j.set_fib(fib.clone());
+        }
+        self.state.fib = fib;
+    }
+
     /// Runs a plain-memory program: r1 points to `mem`, r2 holds its length
     /// (the bpf_conformance convention). Returns r0.
     ///
@@ -399,9 +410,12 @@ impl Vm {
         if self.engine == Engine::Jit && !self.checked {
             if let Some(code) = &prog.jit {
                 let cpu = self.state.cpu;
-                let jvm = self
-                    .jit
-                    .get_or_insert_with(|| Box::new(crate::jit::JitVm::for_cpu(cpu)));
+                let fib = &self.state.fib;
+                let jvm = self.jit.get_or_insert_with(|| {
+                    let mut j = crate::jit::JitVm::for_cpu(cpu);
+                    j.set_fib(fib.clone());
+                    Box::new(j)
+                });
                 return jvm.run_frame(code, frame);
             }
         }

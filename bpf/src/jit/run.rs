@@ -187,6 +187,11 @@ impl JitVm {
         self.state.rng = seed | 1;
     }
 
+    /// The FIB `bpf_fib_lookup` consults (see [`crate::Vm::set_fib`]).
+    pub fn set_fib(&mut self, fib: Option<Arc<crate::fib::Fib>>) {
+        self.state.fib = fib;
+    }
+
     /// Runs a verified program's machine code on an XDP frame, like
     /// [`crate::Vm::run_xdp`]: the frame's offsets and `redirect` reflect
     /// what the program did (including `bpf_xdp_adjust_*`).

@@ -154,6 +154,8 @@ enum Flow {
 enum Access {
     Read,
     Write,
+    /// Read, then written (a helper's in-out argument).
+    ReadWrite,
 }
 
 /// The exploration of one program.
@@ -1538,15 +1540,18 @@ impl<'a> Verifier<'a> {
                     };
                     self.helper_mem(st, regno, &r, size.into(), access, name)?;
                 }
-                ArgType::PtrToMem | ArgType::PtrToMemOrNull | ArgType::PtrToUninitMem => {
+                ArgType::PtrToMem
+                | ArgType::PtrToMemOrNull
+                | ArgType::PtrToUninitMem
+                | ArgType::PtrToRwMem => {
                     let may_null = at == ArgType::PtrToMemOrNull;
                     if r.is_null() && !may_null {
                         return Err(type_err("pointer to memory (it is NULL)"));
                     }
-                    let access = if at == ArgType::PtrToUninitMem {
-                        Access::Write
-                    } else {
-                        Access::Read
+                    let access = match at {
+                        ArgType::PtrToUninitMem => Access::Write,
+                        ArgType::PtrToRwMem => Access::ReadWrite,
+                        _ => Access::Read,
                     };
                     pending = Some((regno, r, access, may_null));
                 }
@@ -1723,13 +1728,15 @@ impl<'a> Verifier<'a> {
                 hid::MAP_PUSH_ELEM | hid::MAP_POP_ELEM | hid::MAP_PEEK_ELEM
             ),
             MapType::ArrayOfMaps | MapType::HashOfMaps => helper == hid::MAP_LOOKUP_ELEM,
-            MapType::PerfEventArray | MapType::Other(_) => false,
+            MapType::PerfEventArray => helper == hid::PERF_EVENT_OUTPUT,
+            MapType::Other(_) => false,
             _ => true,
         };
         let helper_ok = match helper {
             hid::TAIL_CALL => t == MapType::ProgArray,
             hid::RINGBUF_OUTPUT | hid::RINGBUF_RESERVE => t == MapType::RingBuf,
             hid::REDIRECT_MAP => matches!(t, MapType::Devmap | MapType::DevmapHash),
+            hid::PERF_EVENT_OUTPUT => t == MapType::PerfEventArray,
             hid::MAP_PUSH_ELEM | hid::MAP_POP_ELEM | hid::MAP_PEEK_ELEM => {
                 matches!(t, MapType::Queue | MapType::Stack)
             }
@@ -1778,11 +1785,12 @@ impl<'a> Verifier<'a> {
         match r.kind {
             Kind::Stack => {
                 let (start, end) = self.stack_span(st, r, 0, size)?;
+                if access != Access::Write {
+                    check_stack_bytes(st, r.aux, start, end, regno)?;
+                }
                 match access {
-                    Access::Read => {
-                        check_stack_bytes(st, r.aux, start, end, regno)?;
-                    }
-                    Access::Write => {
+                    Access::Read => {}
+                    Access::Write | Access::ReadWrite => {
                         let fixed = r.val.const_value().is_some();
                         let frame = &mut st.frames[r.aux as usize];
                         for b in start..end {
@@ -1800,7 +1808,7 @@ impl<'a> Verifier<'a> {
             Kind::Packet | Kind::PacketMeta => check_packet(r, regno, 0, size),
             Kind::MapValue => {
                 let m = &self.maps[r.aux as usize];
-                if access == Access::Write && m.read_only() {
+                if access != Access::Read && m.read_only() {
                     return Err(Reason::ReadOnly {
                         map: m.name.clone(),
                     });
