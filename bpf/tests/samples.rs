@@ -102,38 +102,6 @@ const XDP_EXCEPTIONS: &[Exception] = &[
               fail too); the object's perf_event_array and bpf_perf_event_output work",
     },
     Exception {
-        file: "linux/xdp_redirect_cpu_kern.o",
-        programs: &[
-            "xdp_prognum0_no_touch",
-            "xdp_prognum1_touch_data",
-            "xdp_prognum2_round_robin",
-            "xdp_prognum3_proto_separate",
-            "xdp_prognum4_ddos_filter_pktgen",
-            "xdp_prognum5_lb_hash_ip_pairs",
-        ],
-        says: "map type #16 (cpumap) is not supported",
-        why: "map type cpumap (16): bpf_redirect_map to another CPU",
-    },
-    Exception {
-        file: "prototype-kernel/xdp_redirect_cpu_kern.o",
-        programs: &[
-            "xdp_prognum0_no_touch",
-            "xdp_prognum1_touch_data",
-            "xdp_prognum2_round_robin",
-            "xdp_prognum3_proto_separate",
-            "xdp_prognum4_ddos_filter_pktgen",
-            "xdp_prognum5_ip_l3_flow_hash",
-        ],
-        says: "map type #16 (cpumap) is not supported",
-        why: "map type cpumap (16): bpf_redirect_map to another CPU",
-    },
-    Exception {
-        file: "suricata/xdp_filter.o",
-        programs: &["xdp_hashfilter"],
-        says: "map type #16 (cpumap) is not supported",
-        why: "map type cpumap (16): bpf_redirect_map to another CPU",
-    },
-    Exception {
         file: "linux/xdpsock_kern.o",
         programs: &["xdp_sock_prog"],
         says: "map type #17 (xskmap) is not supported",

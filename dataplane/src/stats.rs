@@ -88,9 +88,10 @@ counters! {
         tx_full,
         /// Frames the egress program dropped.
         egress_drop,
-        /// Passed frames the host queue had no room for (dropped).
+        /// Passed frames (XDP_PASS, or a redirect into a cpumap entry) the
+        /// host queue had no room for (dropped).
         pass_full,
-        /// Passed frames dropped because no host stack runs.
+        /// Passed frames (as above) dropped because no host stack runs.
         pass_no_stack,
         /// Frames the host stack sent out of this port.
         host_tx,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_bpf::helpers::action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
-use sluice_bpf::interp::XdpFrame;
+use sluice_bpf::interp::{Redirect, XdpFrame};
 use sluice_bpf::Vm;
 use sluice_drivers::{Burst, Frame, RxQueue, TxQueue, MAX_BURST};
 
@@ -127,7 +127,7 @@ fn run_program(
     queue: u16,
     egress_ifindex: u32,
     counters: &C,
-) -> (u64, Option<u32>) {
+) -> (u64, u64) {
     let (head, len) = (frame.head(), frame.len());
     let mut xf = XdpFrame {
         buf: frame.buffer_mut(),
@@ -142,11 +142,16 @@ fn run_program(
     let r = vm.run_xdp(&version.program, &mut xf);
     let (data, end, redirect) = (xf.data, xf.end, xf.redirect);
     frame.set_bounds(data, end - data);
+    let target = match redirect {
+        None => NO_TARGET,
+        Some(Redirect::Port(ifindex)) => u64::from(ifindex),
+        Some(Redirect::Cpu(cpu)) => CPU_TARGET | u64::from(cpu),
+    };
     match r {
-        Ok(v) => (v, redirect),
+        Ok(v) => (v, target),
         Err(_) => {
             C::add(&counters.prog_faults, 1);
-            (XDP_ABORTED, None)
+            (XDP_ABORTED, NO_TARGET)
         }
     }
 }
@@ -186,7 +191,7 @@ fn process(
         // Where it came in, for the egress program of the port it leaves by.
         frame.rx_port = port as u16;
         let (verdict, target) = match &program {
-            None => (XDP_PASS, None),
+            None => (XDP_PASS, NO_TARGET),
             Some(v) => run_program(vm, v, frame, ifindex, queue, 0, c),
         };
         if let Some(t) = tap.as_ref() {
@@ -201,7 +206,7 @@ fn process(
         } else {
             XDP_ABORTED as u8
         };
-        targets[i] = target.map_or(NO_TARGET, u64::from);
+        targets[i] = target;
     }
     let mut i = 0;
     burst.drain_front(n, |frame| {
@@ -209,6 +214,12 @@ fn process(
         i += 1;
         match action {
             XDP_TX => queue_tx(&mut tx[port], frame, c),
+            // A cpumap entry: to the network stack, which in Sluice is the
+            // host stack behind this port (Linux hands it to the stack on
+            // that CPU).
+            XDP_REDIRECT if target & CPU_TARGET != 0 && target != NO_TARGET => {
+                to_host(shared, entry, frame, c);
+            }
             XDP_REDIRECT => {
                 let dst = u32::try_from(target)
                     .ok()
@@ -218,13 +229,7 @@ fn process(
                     None => C::add(&c.redirect_invalid, 1),
                 }
             }
-            XDP_PASS => {
-                if !shared.host_stack {
-                    C::add(&c.pass_no_stack, 1);
-                } else if entry.host_rx.push(frame).is_err() {
-                    C::add(&c.pass_full, 1);
-                }
-            }
+            XDP_PASS => to_host(shared, entry, frame, c),
             // Drop and abort: the frame goes back to its pool here.
             _ => {}
         }
@@ -237,8 +242,22 @@ fn process(
     }
 }
 
-/// "No redirect target" in a burst's target list.
+/// "No redirect target" in a burst's target list; otherwise a target is a
+/// port's ifindex, or [`CPU_TARGET`] | a CPU (a cpumap entry).
 const NO_TARGET: u64 = u64::MAX;
+/// Marks a CPU target.
+const CPU_TARGET: u64 = 1 << 32;
+
+/// Hands a frame to the host stack behind `entry` (PASS, and redirects
+/// into a cpumap); a full queue, or no stack, drops it and counts why.
+#[inline]
+fn to_host(shared: &Shared, entry: &crate::PortEntry, frame: Frame, c: &C) {
+    if !shared.host_stack {
+        C::add(&c.pass_no_stack, 1);
+    } else if entry.host_rx.push(frame).is_err() {
+        C::add(&c.pass_full, 1);
+    }
+}
 
 /// Queues a frame for a port; a full burst (more than one RX burst's worth
 /// aimed at one port before a flush) drops the frame.

@@ -537,6 +537,93 @@ fn xdp_tx_sends_back_out_of_the_same_port_and_queue() {
     check_no_leak("xdp_tx", &[(&ea, fa)]);
 }
 
+/// A cpumap: `bpf_redirect_map` into an entry sends the packet to the
+/// network stack by way of that CPU — in Sluice, the host stack behind the
+/// port — counted as a redirect; an empty entry takes the fallback action.
+/// The program is verified and run by both engines.
+#[test]
+fn cpumap_redirects_go_to_the_host_stack() {
+    for engine in [sluice_bpf::Engine::Interp, sluice_bpf::Engine::best()] {
+        let (a, ea, fa) = port("cpumap-a", 1);
+        let cpumap = Map::create(
+            &MapDef {
+                name: "cpu_map".into(),
+                map_type: MapType::Cpumap,
+                key_size: 4,
+                value_size: 4,
+                max_entries: 4,
+                flags: 0,
+                pinning: Pinning::None,
+                inner: None,
+            },
+            1,
+        )
+        .unwrap();
+        // CPU 0 has a queue; 1..=3 are empty (CPU 1 is not even a worker).
+        cpumap
+            .ops()
+            .update(&0u32.to_ne_bytes(), &192u32.to_ne_bytes(), 0)
+            .unwrap();
+        assert!(cpumap
+            .ops()
+            .update(&1u32.to_ne_bytes(), &192u32.to_ne_bytes(), 0)
+            .is_err());
+        // bpf_redirect_map(cpu_map, key = byte 14, flags = XDP_DROP).
+        let insns = assemble(&format!(
+            "{}\
+             ldxb %r6, [%r2+14]\n\
+             lddw %r1, map_idx 0\n\
+             mov %r2, %r6\n\
+             mov %r3, 1\n\
+             call 51\n\
+             exit\n\
+             {DROP}",
+            prologue(16)
+        ))
+        .unwrap();
+        let prog = Arc::new(
+            Program::load_verified(
+                insns,
+                sluice_bpf::verifier::ProgKind::Xdp,
+                &Registry::xdp(),
+                vec![cpumap.clone()],
+            )
+            .expect("verifies"),
+        );
+        let dp = Dataplane::builder()
+            .port(a.clone())
+            .host_stack(true)
+            .pass_queue(1024)
+            .engine(engine)
+            .program(0, Hook::Ingress, prog, "to-cpu")
+            .start()
+            .expect("dataplane starts");
+        // (key, -, count): key 0 reaches the stack, key 2 falls back to drop.
+        let (pkts, kinds) = mix(&[(0, 0, 300), (2, 0, 200)], 0);
+        send_all(&ea, 0, &pkts);
+        wait_rx(&dp, &[pkts.len() as u64]);
+        let host: Vec<Vec<u8>> = std::iter::from_fn(|| dp.host_rx(0))
+            .map(|f| f.data().to_vec())
+            .collect();
+        let stats = dp.stop();
+        check_identity("cpumap", &stats);
+        let s = &stats.ports[0].total;
+        println!(
+            "cpumap ({engine:?}): {} to the host stack, {} dropped by the fallback",
+            host.len(),
+            s.xdp_drop
+        );
+        assert_eq!(seqs(&host), expect_seqs(&[&kinds[0]]), "{engine:?}");
+        for p in &host {
+            assert!(pkts.contains(p), "a packet changed on its way to the stack");
+        }
+        assert_eq!((s.xdp_redirect, s.xdp_drop), (300, 200), "{engine:?}");
+        assert_eq!((s.redirect_invalid, s.pass_full, s.tx_packets), (0, 0, 0));
+        drop(host);
+        check_no_leak("cpumap", &[(&ea, fa)]);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Egress hook
 // ---------------------------------------------------------------------------

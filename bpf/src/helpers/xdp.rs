@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use super::{action, id, ArgType, CallCtx, Helper, HelperError, Registry, RetType};
+use crate::maps::cpumap::CpuMap;
 use crate::maps::devmap::DevMap;
 use crate::maps::map_in_map::MapOfMaps;
 use crate::maps::perf_event_array::{
@@ -151,6 +152,15 @@ fn redirect_map(cx: &mut CallCtx<'_, '_>, a: [u64; 5]) -> Result<u64, HelperErro
     if a[2] & !BPF_F_ACTION_MASK != 0 {
         // Broadcast and exclude-ingress are not supported.
         return Ok(action::XDP_ABORTED);
+    }
+    if let Some(cpus) = map.downcast::<CpuMap>() {
+        return Ok(match cpus.target(a[1] as u32) {
+            Some(cpu) => {
+                cx.set_redirect_cpu(cpu);
+                action::XDP_REDIRECT
+            }
+            None => a[2] & BPF_F_ACTION_MASK,
+        });
     }
     let target = map.downcast::<DevMap>().and_then(|d| d.target(a[1] as u32));
     match target {

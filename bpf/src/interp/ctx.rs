@@ -43,9 +43,12 @@ pub(crate) struct XdpState {
     pub end: usize,
 }
 
-/// [`RunState::redirect`] when no `bpf_redirect*` chose a port in the run
-/// (any value above `u32::MAX` would do).
+/// [`RunState::redirect`] when no `bpf_redirect*` chose a target in the run.
 pub(crate) const NO_REDIRECT: u64 = u64::MAX;
+
+/// In [`RunState::redirect`], marks a CPU (cpumap) target; a port is the
+/// bare zero-extended ifindex.
+pub(crate) const REDIRECT_CPU: u64 = 1 << 32;
 
 /// Per-run state that helpers read and change.
 pub struct RunState {
@@ -53,7 +56,8 @@ pub struct RunState {
     pub(crate) rng: u64,
     pub(crate) trace: Option<TraceSink>,
     pub(crate) xdp: Option<XdpState>,
-    /// The port `bpf_redirect*` chose (zero-extended), or [`NO_REDIRECT`].
+    /// The port `bpf_redirect*` chose (zero-extended), a CPU
+    /// ([`REDIRECT_CPU`] | cpu), or [`NO_REDIRECT`].
     /// One `u64`, written and read whole: the helpers, the JIT's inlined
     /// `bpf_redirect` and the reset before each run all store 8 bytes, and
     /// the runtime reads 8 bytes after the run, so the read is always
@@ -73,10 +77,14 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// The port the last run's `bpf_redirect*` chose.
+    /// Where the last run's `bpf_redirect*` sent the packet.
     #[inline]
-    pub(crate) fn redirect(&self) -> Option<u32> {
-        u32::try_from(self.redirect).ok()
+    pub(crate) fn redirect(&self) -> Option<super::Redirect> {
+        match self.redirect {
+            NO_REDIRECT => None,
+            r if r & REDIRECT_CPU != 0 => Some(super::Redirect::Cpu(r as u32)),
+            r => Some(super::Redirect::Port(r as u32)),
+        }
     }
 
     /// Drops the inner maps a run held.
@@ -235,6 +243,11 @@ impl CallCtx<'_, '_> {
     /// Records the port a `bpf_redirect`/`bpf_redirect_map` chose.
     pub fn set_redirect(&mut self, ifindex: u32) {
         self.state.redirect = u64::from(ifindex);
+    }
+
+    /// Records the CPU a `bpf_redirect_map` into a cpumap chose.
+    pub fn set_redirect_cpu(&mut self, cpu: u32) {
+        self.state.redirect = REDIRECT_CPU | u64::from(cpu);
     }
 
     /// The map behind a map pointer the program passed as argument `arg`.

@@ -169,8 +169,19 @@ pub struct XdpFrame<'a> {
     /// For an egress program, the port the packet is about to leave by
     /// (0 on ingress), as Linux gives devmap programs.
     pub egress_ifindex: u32,
-    /// Set by a run: the port `bpf_redirect`/`bpf_redirect_map` chose.
-    pub redirect: Option<u32>,
+    /// Set by a run: where `bpf_redirect`/`bpf_redirect_map` sent the
+    /// packet.
+    pub redirect: Option<Redirect>,
+}
+
+/// Where `bpf_redirect*` sent a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Redirect {
+    /// Out of a port, by ifindex (`bpf_redirect`, a devmap entry).
+    Port(u32),
+    /// To the network stack by way of a CPU (a cpumap entry): in Sluice,
+    /// the host stack behind the port the packet came in on.
+    Cpu(u32),
 }
 
 impl<'a> XdpFrame<'a> {

@@ -244,8 +244,8 @@ impl JitVm {
         r
     }
 
-    /// The port the last run's `bpf_redirect*` chose.
-    pub fn redirect(&self) -> Option<u32> {
+    /// Where the last run's `bpf_redirect*` sent the packet.
+    pub fn redirect(&self) -> Option<crate::interp::Redirect> {
         self.state.redirect()
     }
 

@@ -248,7 +248,7 @@ fn bpf_redirect_is_inlined_with_the_helpers_semantics() {
             } else {
                 XDP_ABORTED
             };
-            let want_target = (queue == 0).then_some(ifindex ^ 1);
+            let want_target = (queue == 0).then_some(crate::interp::Redirect::Port(ifindex ^ 1));
             fn frame(buf: &mut [u8], ifindex: u32, queue: u32) -> XdpFrame<'_> {
                 let mut f = XdpFrame::new(buf, 64, 128);
                 f.ingress_ifindex = ifindex;
@@ -290,7 +290,7 @@ fn bpf_redirect_is_inlined_with_the_helpers_semantics() {
                         let mut primer = XdpFrame::new(&mut buf, 64, 128);
                         primer.ingress_ifindex = 50;
                         assert_eq!(vm.run_frame(&j, &mut primer), Ok(XDP_REDIRECT));
-                        assert_eq!(primer.redirect, Some(51));
+                        assert_eq!(primer.redirect, Some(crate::interp::Redirect::Port(51)));
                         let mut buf = vec![0u8; 256];
                         let mut f = frame(&mut buf, ifindex, queue);
                         let r = vm.run_frame(&j, &mut f);

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 pub mod array;
+pub mod cpumap;
 pub mod devmap;
 pub mod hash;
 pub mod lpm;
@@ -88,6 +89,8 @@ pub enum MapType {
     HashOfMaps,
     /// `BPF_MAP_TYPE_DEVMAP`
     Devmap,
+    /// `BPF_MAP_TYPE_CPUMAP`
+    Cpumap,
     /// `BPF_MAP_TYPE_QUEUE`
     Queue,
     /// `BPF_MAP_TYPE_STACK`
@@ -116,6 +119,7 @@ impl MapType {
             12 => MapType::ArrayOfMaps,
             13 => MapType::HashOfMaps,
             14 => MapType::Devmap,
+            16 => MapType::Cpumap,
             22 => MapType::Queue,
             23 => MapType::Stack,
             25 => MapType::DevmapHash,
@@ -139,6 +143,7 @@ impl MapType {
             MapType::ArrayOfMaps => 12,
             MapType::HashOfMaps => 13,
             MapType::Devmap => 14,
+            MapType::Cpumap => 16,
             MapType::Queue => 22,
             MapType::Stack => 23,
             MapType::DevmapHash => 25,
@@ -162,6 +167,7 @@ impl MapType {
             MapType::ArrayOfMaps => "array_of_maps",
             MapType::HashOfMaps => "hash_of_maps",
             MapType::Devmap => "devmap",
+            MapType::Cpumap => "cpumap",
             MapType::Queue => "queue",
             MapType::Stack => "stack",
             MapType::DevmapHash => "devmap_hash",
@@ -366,6 +372,7 @@ impl Map {
             MapType::LpmTrie => Box::new(lpm::LpmTrie::new(def)?),
             MapType::ProgArray => Box::new(prog_array::ProgArray::new(def)?),
             MapType::Devmap | MapType::DevmapHash => Box::new(devmap::DevMap::new(def)?),
+            MapType::Cpumap => Box::new(cpumap::CpuMap::new(def, ncpus)?),
             MapType::ArrayOfMaps | MapType::HashOfMaps => {
                 Box::new(map_in_map::MapOfMaps::new(def)?)
             }

@@ -1729,13 +1729,17 @@ impl<'a> Verifier<'a> {
             ),
             MapType::ArrayOfMaps | MapType::HashOfMaps => helper == hid::MAP_LOOKUP_ELEM,
             MapType::PerfEventArray => helper == hid::PERF_EVENT_OUTPUT,
+            // Linux allows nothing but redirecting into a cpumap.
+            MapType::Cpumap => helper == hid::REDIRECT_MAP,
             MapType::Other(_) => false,
             _ => true,
         };
         let helper_ok = match helper {
             hid::TAIL_CALL => t == MapType::ProgArray,
             hid::RINGBUF_OUTPUT | hid::RINGBUF_RESERVE => t == MapType::RingBuf,
-            hid::REDIRECT_MAP => matches!(t, MapType::Devmap | MapType::DevmapHash),
+            hid::REDIRECT_MAP => {
+                matches!(t, MapType::Devmap | MapType::DevmapHash | MapType::Cpumap)
+            }
             hid::PERF_EVENT_OUTPUT => t == MapType::PerfEventArray,
             hid::MAP_PUSH_ELEM | hid::MAP_POP_ELEM | hid::MAP_PEEK_ELEM => {
                 matches!(t, MapType::Queue | MapType::Stack)
