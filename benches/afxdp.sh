@@ -6,7 +6,8 @@
 #            (ip link set dev H xdpdrv obj drop.o|macswap.o sec xdp);
 #            counted by the object's own per-CPU counter (bpftool map dump)
 #   sluice   sluice run --port afxdp:H --prog drop.o|macswap.o --cores RX
-#            (the same objects, in Sluice's interpreter, over AF_XDP)
+#            (the same objects, verified and run by the default engine —
+#            the JIT on x86-64 — over AF_XDP)
 #   dpdk     dpdk-testpmd --no-huge --no-pci -m 1024 -l GEN,RX --main-lcore GEN
 #            --vdev net_af_xdp0,iface=H -- --forward-mode=rxonly|macswap
 #            --nb-cores=1 --total-num-mbufs=16384 --stats-period=1
