@@ -319,6 +319,24 @@ enum Hit<'t, K> {
     Route(&'t Entry<K>),
 }
 
+impl<'t, K> Hit<'t, K> {
+    /// The unicast route found, or what Linux returns instead: no route or
+    /// a type it does not forward by → `NOT_FWDED`; blackhole,
+    /// unreachable, prohibit → their own codes.
+    fn unicast(self) -> Result<&'t Entry<K>, i64> {
+        match self {
+            Hit::None => Err(ret::NOT_FWDED),
+            Hit::Route(e) => match e.kind {
+                RouteType::Unicast => Ok(e),
+                RouteType::Blackhole => Err(ret::BLACKHOLE),
+                RouteType::Unreachable => Err(ret::UNREACHABLE),
+                RouteType::Prohibit => Err(ret::PROHIBIT),
+                RouteType::Other(_) => Err(ret::NOT_FWDED),
+            },
+        }
+    }
+}
+
 impl<K: Key> Table<K> {
     fn build(id: u32, mut routes: Vec<Prefixed<K>>) -> Table<K> {
         // Longest prefix first; within a prefix, TOS-specific routes first
@@ -584,15 +602,9 @@ impl FibTable {
                 _ => main,
             }
         };
-        let route = match hit {
-            Hit::None => return ret::NOT_FWDED,
-            Hit::Route(e) => match e.kind {
-                RouteType::Unicast => e,
-                RouteType::Blackhole => return ret::BLACKHOLE,
-                RouteType::Unreachable => return ret::UNREACHABLE,
-                RouteType::Prohibit => return ret::PROHIBIT,
-                RouteType::Other(_) => return ret::NOT_FWDED,
-            },
+        let route = match hit.unicast() {
+            Ok(e) => e,
+            Err(code) => return code,
         };
         let Some(out) = self.interface(route.oif) else {
             return ret::NOT_FWDED;
@@ -668,15 +680,9 @@ impl FibTable {
                 (hit, _) => hit,
             }
         };
-        let route = match hit {
-            Hit::None => return ret::NOT_FWDED,
-            Hit::Route(e) => match e.kind {
-                RouteType::Unicast => e,
-                RouteType::Blackhole => return ret::BLACKHOLE,
-                RouteType::Unreachable => return ret::UNREACHABLE,
-                RouteType::Prohibit => return ret::PROHIBIT,
-                RouteType::Other(_) => return ret::NOT_FWDED,
-            },
+        let route = match hit.unicast() {
+            Ok(e) => e,
+            Err(code) => return code,
         };
         let Some(out) = self.interface(route.oif) else {
             return ret::NOT_FWDED;
