@@ -55,6 +55,28 @@ fn dp_places(s: &Stats) -> Vec<(usize, u16, usize)> {
         .collect()
 }
 
+/// A map with no flags, pinning or inner map, for `ncpus` workers.
+fn map(
+    name: &str,
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    ncpus: usize,
+) -> Arc<Map> {
+    let def = MapDef {
+        name: name.into(),
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        flags: 0,
+        pinning: Pinning::None,
+        inner: None,
+    };
+    Map::create(&def, ncpus).unwrap_or_else(|e| panic!("map {name}: {e}"))
+}
+
 /// Assembles and loads an XDP program that uses no maps.
 fn xdp(src: &str) -> Arc<Program> {
     xdp_with_maps(src, Vec::new())
@@ -297,20 +319,7 @@ fn redirects_by_ifindex_and_devmap_reach_the_right_ports() {
     ));
 
     // B: bpf_redirect_map(devmap, key = byte 14, flags = byte 15).
-    let devmap = Map::create(
-        &MapDef {
-            name: "tx_ports".into(),
-            map_type: MapType::Devmap,
-            key_size: 4,
-            value_size: 4,
-            max_entries: 8,
-            flags: 0,
-            pinning: Pinning::None,
-            inner: None,
-        },
-        1,
-    )
-    .unwrap();
+    let devmap = map("tx_ports", MapType::Devmap, 4, 4, 8, 1);
     for (key, ifindex) in [(0u32, ia), (1, ic), (2, NO_SUCH_PORT)] {
         devmap
             .ops()
@@ -545,20 +554,7 @@ fn xdp_tx_sends_back_out_of_the_same_port_and_queue() {
 fn cpumap_redirects_go_to_the_host_stack() {
     for engine in [sluice_bpf::Engine::Interp, sluice_bpf::Engine::best()] {
         let (a, ea, fa) = port("cpumap-a", 1);
-        let cpumap = Map::create(
-            &MapDef {
-                name: "cpu_map".into(),
-                map_type: MapType::Cpumap,
-                key_size: 4,
-                value_size: 4,
-                max_entries: 4,
-                flags: 0,
-                pinning: Pinning::None,
-                inner: None,
-            },
-            1,
-        )
-        .unwrap();
+        let cpumap = map("cpu_map", MapType::Cpumap, 4, 4, 4, 1);
         // CPU 0 has a queue; 1..=3 are empty (CPU 1 is not even a worker).
         cpumap
             .ops()
@@ -1010,20 +1006,7 @@ fn per_cpu_maps_are_per_worker() {
     const WORKERS: usize = 2;
     let (a, ea, fa) = port("percpu-a", 2);
     let (b, eb, fb) = port("percpu-b", 2);
-    let counter = Map::create(
-        &MapDef {
-            name: "per_worker".into(),
-            map_type: MapType::PercpuArray,
-            key_size: 4,
-            value_size: 8,
-            max_entries: 1,
-            flags: 0,
-            pinning: Pinning::None,
-            inner: None,
-        },
-        WORKERS,
-    )
-    .unwrap();
+    let counter = map("per_worker", MapType::PercpuArray, 4, 8, 1, WORKERS);
     let prog = xdp_with_maps(
         &format!(
             "{}\
