@@ -23,7 +23,7 @@
 //! Run with `cargo bench -p sluice-bpf --bench interp`.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::Criterion;
 use sluice_bpf::helpers::Registry;
@@ -220,29 +220,6 @@ const ROUNDS: usize = 5;
 /// Target duration of one timed round.
 const ROUND: Duration = Duration::from_millis(100);
 
-/// Runs of `f` that take about [`ROUND`] (at least 10^4, at most 10^6),
-/// measured after a warm-up.
-fn calibrate(f: &mut impl FnMut() -> u64) -> u64 {
-    for _ in 0..10_000 {
-        black_box(f());
-    }
-    let probe = Instant::now();
-    for _ in 0..1_000 {
-        black_box(f());
-    }
-    let per_run = probe.elapsed().as_secs_f64() / 1_000.0;
-    ((ROUND.as_secs_f64() / per_run) as u64).clamp(10_000, 1_000_000)
-}
-
-/// ns per run over `n` runs of `f`.
-fn time_runs(f: &mut impl FnMut() -> u64, n: u64) -> f64 {
-    let start = Instant::now();
-    for _ in 0..n {
-        black_box(f());
-    }
-    start.elapsed().as_secs_f64() * 1e9 / n as f64
-}
-
 /// One row of the summary table.
 struct Row {
     name: &'static str,
@@ -259,7 +236,7 @@ fn compare(
     mut sluice: impl FnMut() -> u64,
     mut rbpf: impl FnMut() -> u64,
 ) -> Row {
-    let (n, m) = (calibrate(&mut sluice), calibrate(&mut rbpf));
+    let (n, m) = (calibrate(&mut sluice, ROUND), calibrate(&mut rbpf, ROUND));
     let (mut ours, mut theirs) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..ROUNDS {
         ours = ours.min(time_runs(&mut sluice, n));

@@ -362,29 +362,9 @@ mod kernel {
 const ROUNDS: usize = 7;
 const ROUND: Duration = Duration::from_millis(60);
 
-fn calibrate(f: &mut dyn FnMut() -> u64) -> u64 {
-    for _ in 0..20_000 {
-        black_box(f());
-    }
-    let probe = Instant::now();
-    for _ in 0..2_000 {
-        black_box(f());
-    }
-    let per_run = probe.elapsed().as_secs_f64() / 2_000.0;
-    ((ROUND.as_secs_f64() / per_run) as u64).clamp(10_000, 5_000_000)
-}
-
-fn time_runs(f: &mut dyn FnMut() -> u64, n: u64) -> f64 {
-    let start = Instant::now();
-    for _ in 0..n {
-        black_box(f());
-    }
-    start.elapsed().as_secs_f64() * 1e9 / n as f64
-}
-
 /// Best ns/run of each engine over alternating rounds.
 fn compare(engines: &mut [&mut dyn FnMut() -> u64]) -> Vec<f64> {
-    let n: Vec<u64> = engines.iter_mut().map(|f| calibrate(*f)).collect();
+    let n: Vec<u64> = engines.iter_mut().map(|f| calibrate(*f, ROUND)).collect();
     let mut best = vec![f64::INFINITY; engines.len()];
     for _ in 0..ROUNDS {
         for (i, f) in engines.iter_mut().enumerate() {

@@ -251,3 +251,30 @@ pub fn slots(abi: Abi, body: &[Instruction]) -> Vec<Insn> {
     prog.extend_from_slice(body);
     isa::encode(&prog)
 }
+
+// ---------------------------------------------------------------------------
+// The plain timing loop both benches use beside criterion.
+
+/// Runs of `f` that take about `round` (10^4 to 5·10^6), measured after a
+/// warm-up of 20,000 runs.
+pub fn calibrate(f: &mut dyn FnMut() -> u64, round: std::time::Duration) -> u64 {
+    use std::hint::black_box;
+    for _ in 0..20_000 {
+        black_box(f());
+    }
+    let probe = std::time::Instant::now();
+    for _ in 0..2_000 {
+        black_box(f());
+    }
+    let per_run = probe.elapsed().as_secs_f64() / 2_000.0;
+    ((round.as_secs_f64() / per_run) as u64).clamp(10_000, 5_000_000)
+}
+
+/// ns per run over `n` runs of `f`.
+pub fn time_runs(f: &mut dyn FnMut() -> u64, n: u64) -> f64 {
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(f());
+    }
+    start.elapsed().as_secs_f64() * 1e9 / n as f64
+}
